@@ -1,0 +1,119 @@
+// Store: thin volumes of fixed-size chunks under one data directory, with
+// copy-on-write snapshots, clones, revert, online extend and per-volume fencing
+// epochs. Several processes (gateways) may open the same data directory at once.
+//
+// Promises (see docs/store.md for the on-disk format and the proofs):
+//  - Unwritten space costs nothing and reads as zeros.
+//  - Snapshot, clone, revert and extend change metadata only (no data copied);
+//    a chunk is copied only on the first write to it after it became shared.
+//  - A metadata change is atomic and durable when the call returns: a crash at
+//    any point leaves the old state or the new one, never a mix.
+//  - Data of a Write(fua=true), or of any Write followed by a successful Flush(),
+//    survives kill -9 of the process (and of the machine, given a file system
+//    that honours fsync).
+//  - Fencing: each volume has an epoch kept in the data directory. A handle
+//    opened at epoch E may write only while the volume's epoch is E; once any
+//    process raises the epoch above E, every later write through that handle —
+//    including one already queued — fails with Status::kFenced and changes no
+//    byte. Raising the epoch waits for writes in flight in other processes to
+//    drain (bounded by Options::fence_drain_timeout); a process that does not
+//    drain in time is killed (STONITH; same host only) before the raise returns.
+//  - Names from users are validated by ValidateName before any path is built.
+//  - Thread-safe: one Store and its handles may be used from many threads; the
+//    I/O path takes no store-wide lock.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "target/common/logger.h"
+#include "target/common/status.h"
+
+namespace ferry::store {
+
+// [A-Za-z0-9._-], 1..128 characters, not "." or "..".
+Status ValidateName(const std::string& name);
+
+struct SnapshotInfo {
+  std::string name;
+  uint64_t size = 0;        // volume size when taken
+  int64_t created_unix = 0;
+};
+
+struct VolumeInfo {
+  std::string name;
+  uint64_t size = 0;        // bytes
+  uint64_t allocated = 0;   // bytes of chunks this volume references (shared ones included)
+  uint64_t epoch = 0;
+  uint32_t chunk_size = 0;
+  std::vector<SnapshotInfo> snapshots;
+};
+
+struct Extent {
+  uint64_t offset = 0;
+  uint64_t length = 0;
+  bool allocated = false;  // false: a hole, reads as zeros
+};
+
+// An open volume or snapshot. Thread-safe; many I/Os may run at once.
+class VolumeHandle {
+ public:
+  virtual ~VolumeHandle() = default;
+  virtual uint64_t size() const = 0;   // current size (follows online extend)
+  virtual uint64_t epoch() const = 0;  // epoch this handle writes at
+  virtual bool read_only() const = 0;
+  // Offsets/lengths need not be aligned; reads past the end are kInvalidArgument.
+  virtual Status Read(uint64_t offset, uint64_t length, char* buf) = 0;
+  virtual Status Write(uint64_t offset, uint64_t length, const char* buf, bool fua) = 0;
+  // Zeroes a range; where a whole chunk is covered it is deallocated.
+  virtual Status WriteZeroes(uint64_t offset, uint64_t length, bool fua) = 0;
+  // Discard: the range reads as zeros afterwards.
+  virtual Status Trim(uint64_t offset, uint64_t length) = 0;
+  // Makes every completed Write durable.
+  virtual Status Flush() = 0;
+  // Allocation map of [offset, offset+length), in order, covering the range.
+  virtual Result<std::vector<Extent>> Map(uint64_t offset, uint64_t length) = 0;
+};
+
+class Store {
+ public:
+  struct Options {
+    uint32_t chunk_size = 4u << 20;  // for new volumes; a power of two >= 64 KiB
+    std::chrono::milliseconds fence_drain_timeout{2000};
+    bool stonith = true;             // kill a same-host process that does not drain
+    // Test hook: name of a crash point at which the process _exit(137)s,
+    // e.g. "snapshot.after_map_write". Empty in production.
+    std::string crash_point;
+  };
+
+  virtual ~Store() = default;
+  // Creates the directory layout if missing.
+  static Result<std::unique_ptr<Store>> Open(const std::string& data_dir, Options opts, Logger log);
+
+  virtual Status CreateVolume(const std::string& name, uint64_t size) = 0;  // kAlreadyExists
+  // Refuses (kConflict) while the volume has snapshots. Frees only unshared chunks.
+  virtual Status DeleteVolume(const std::string& name) = 0;
+  virtual Status ExtendVolume(const std::string& name, uint64_t new_size) = 0;  // no shrink
+  virtual Status CreateSnapshot(const std::string& volume, const std::string& snap) = 0;
+  virtual Status DeleteSnapshot(const std::string& volume, const std::string& snap) = 0;
+  virtual Status RevertVolume(const std::string& volume, const std::string& snap) = 0;
+  // New volume `name` with the contents of `src` (or of its snapshot `snap`).
+  virtual Status CloneVolume(const std::string& src, const std::optional<std::string>& snap,
+                             const std::string& name) = 0;
+  virtual Result<VolumeInfo> GetVolume(const std::string& name) = 0;
+  virtual Result<std::vector<VolumeInfo>> ListVolumes() = 0;
+  // epoch := max(epoch, at_least); returns the epoch now in force. Fences older handles.
+  virtual Result<uint64_t> RaiseEpoch(const std::string& name, uint64_t at_least) = 0;
+  // Opens a volume for I/O at `epoch` (raising the volume's epoch to it if higher).
+  // A handle opened below the current epoch can read but every write is kFenced.
+  virtual Result<std::shared_ptr<VolumeHandle>> OpenVolume(const std::string& name, uint64_t epoch,
+                                                           bool read_only) = 0;
+  virtual Result<std::shared_ptr<VolumeHandle>> OpenSnapshot(const std::string& volume,
+                                                             const std::string& snap) = 0;
+};
+
+}  // namespace ferry::store
