@@ -1,0 +1,101 @@
+// NbdConnection: one TCP connection to an NBD server (a Ferry gateway), in the
+// transmission phase after a fixed-newstyle NBD_OPT_GO handshake.
+//
+// Promise:
+//  - Connect() is bounded by its connect and handshake timeouts and returns
+//    either a live connection or a Status (kUnavailable: unreachable / protocol
+//    refused; kNotFound: unknown export; kTimeout: the server did not answer).
+//  - Many requests may be in flight; Send() writes header+payload with one
+//    sendmsg under a send mutex (TCP_NODELAY, no SIGPIPE). Replies may come in
+//    any order; a reader thread completes each one through on_reply, reading a
+//    read's payload straight into the buffer given to Send().
+//  - Anything wrong on the wire (EOF, RST, bad magic, unknown cookie, a reply
+//    to a cookie not in flight, a structured reply we did not ask for) makes the
+//    connection dead at once: on_dead runs exactly once, and no further
+//    on_reply is called. Requests still in flight are simply never answered;
+//    the owner (GatewayBlockDevice) knows them and re-sends them elsewhere.
+//  - Close() shuts the socket down (waking a blocked send or recv) and joins
+//    the reader; after it returns no callback runs and no buffer is touched.
+//    Callbacks run on the reader thread and must not call Close().
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+
+#include "target/common/status.h"
+
+namespace ferry::blockdev {
+
+struct NbdConnectOptions {
+  std::string host = "127.0.0.1";
+  uint16_t port = 0;
+  std::string export_name;
+  std::chrono::milliseconds connect_timeout{3000};
+  std::chrono::milliseconds handshake_timeout{10000};
+};
+
+// Size and transmission flags the server announced for the export.
+struct NbdExportInfo {
+  uint64_t size = 0;
+  uint16_t flags = 0;  // nbd::kTFlag*
+};
+
+class NbdConnection {
+ public:
+  // cookie, NBD error (0 = success). For a successful read the payload is
+  // already in the buffer given to Send().
+  using ReplyFn = std::function<void(uint64_t cookie, uint32_t error)>;
+  using DeadFn = std::function<void(const Status& why)>;
+
+  static Result<std::unique_ptr<NbdConnection>> Connect(const NbdConnectOptions& opts,
+                                                        ReplyFn on_reply, DeadFn on_dead);
+  // Handshake only (NBD_OPT_INFO, falling back to GO + DISC), then closes.
+  // Used to probe a gateway's health and to re-read an export's size.
+  static Result<NbdExportInfo> Probe(const NbdConnectOptions& opts);
+
+  ~NbdConnection();  // Close()
+  NbdConnection(const NbdConnection&) = delete;
+  NbdConnection& operator=(const NbdConnection&) = delete;
+
+  const NbdExportInfo& info() const { return info_; }
+  bool alive() const { return !dead_.load(); }
+
+  // Sends one request. `payload` (length bytes) for writes; `read_buf` (length
+  // bytes) receives a read's data. Cookies must be unique among requests in
+  // flight on this connection. An error means the connection is (now) dead.
+  Status Send(uint16_t type, uint16_t flags, uint64_t cookie, uint64_t offset, uint32_t length,
+              const char* payload, char* read_buf);
+
+  // Asks the server to disconnect (NBD_CMD_DISC) then closes. Idempotent.
+  void Close();
+
+ private:
+  struct Pending {
+    uint16_t type;
+    uint32_t length;
+    char* read_buf;
+  };
+  NbdConnection(int fd, NbdExportInfo info, ReplyFn on_reply, DeadFn on_dead);
+  void ReaderLoop();
+  void MarkDead(const Status& why);
+
+  int fd_;
+  NbdExportInfo info_;
+  ReplyFn on_reply_;
+  DeadFn on_dead_;
+  std::atomic<bool> dead_{false};
+  std::atomic<bool> closed_{false};
+  std::mutex send_mu_;
+  std::mutex pending_mu_;
+  std::unordered_map<uint64_t, Pending> pending_;
+  std::thread reader_;
+};
+
+}  // namespace ferry::blockdev
