@@ -133,6 +133,7 @@ class GatewayBlockDevice : public BlockDevice {
   std::atomic<uint64_t> size_{0};
   std::atomic<bool> switchable_{true};
   std::atomic<int> status_{0};
+  std::atomic<bool> started_{false};
   std::unique_ptr<Impl> impl_;
 };
 

@@ -66,6 +66,8 @@ class NbdConnection {
 
   const NbdExportInfo& info() const { return info_; }
   bool alive() const { return !dead_.load(); }
+  // True on this connection's reader thread (where replies are delivered).
+  bool OnReaderThread() const { return std::this_thread::get_id() == reader_.get_id(); }
 
   // Sends one request. `payload` (length bytes) for writes; `read_buf` (length
   // bytes) receives a read's data. Cookies must be unique among requests in
