@@ -192,4 +192,51 @@ struct ExportName {
   uint64_t epoch = 0;
 };
 
+// Splits an export name into its parts. Checks only the syntax (non-empty
+// volume, at most one of '@'/':', EPOCH = 1..20 decimal digits that fit in 64
+// bits, non-empty SNAP); the store validates the names themselves.
+// Returns false (and a reason in *why when given) on anything else.
+inline bool ParseExportName(const std::string& s, ExportName* out, std::string* why = nullptr) {
+  auto fail = [&](const char* reason) {
+    if (why) *why = reason;
+    return false;
+  };
+  size_t at = s.find('@'), colon = s.find(':');
+  if (at != std::string::npos && colon != std::string::npos) return fail("export name has both '@' and ':'");
+  size_t sep = at != std::string::npos ? at : colon;
+  std::string vol = s.substr(0, sep);
+  if (vol.empty()) return fail("export name has an empty volume name");
+  ExportName e;
+  e.volume = vol;
+  if (sep == std::string::npos) {
+    *out = std::move(e);
+    return true;
+  }
+  std::string rest = s.substr(sep + 1);
+  if (rest.empty()) return fail(at != std::string::npos ? "empty epoch after '@'" : "empty snapshot after ':'");
+  if (colon != std::string::npos) {
+    if (rest.find(':') != std::string::npos) return fail("export name has more than one ':'");
+    e.snapshot = rest;
+  } else {
+    if (rest.size() > 20) return fail("epoch too large");
+    uint64_t v = 0;
+    for (char c : rest) {
+      if (c < '0' || c > '9') return fail("epoch is not a decimal number");
+      uint64_t d = static_cast<uint64_t>(c - '0');
+      if (v > (UINT64_MAX - d) / 10) return fail("epoch too large");
+      v = v * 10 + d;
+    }
+    e.epoch = v;
+  }
+  *out = std::move(e);
+  return true;
+}
+
+// The inverse of ParseExportName: "VOL", "VOL@E" (E > 0) or "VOL:SNAP".
+inline std::string FormatExportName(const ExportName& e) {
+  if (!e.snapshot.empty()) return e.volume + ":" + e.snapshot;
+  if (e.epoch != 0) return e.volume + "@" + std::to_string(e.epoch);
+  return e.volume;
+}
+
 }  // namespace ferry::nbd
