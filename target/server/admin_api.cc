@@ -1,0 +1,358 @@
+#include "target/server/admin_api.h"
+
+#include <unistd.h>
+
+#include "target/server/json_util.h"
+
+namespace ferry::server {
+namespace {
+
+HttpResponse Ok(int code, const JsonObject& o) { return HttpResponse::Json(code, ToJson(o)); }
+
+HttpResponse Err(const ferry::Status& s) {
+  // A gateway that cannot be reached is the upstream's fault, not the caller's.
+  if (s.code() == ferry::Status::Code::kUnavailable || s.code() == ferry::Status::Code::kTimeout)
+    return HttpResponse::Error(503, s.message());
+  return HttpResponse::Error(s);
+}
+
+JsonObject TargetJson(const TargetSpec& t) {
+  JsonObject o = NewObject();
+  o->set("iqn", t.iqn);
+  o->set("tid", t.tid);
+  o->set("open", t.open);
+  JsonObject acl = NewObject();
+  acl->set("initiators", NewArray(t.acl.initiators));
+  acl->set("addresses", NewArray(t.acl.addresses));
+  o->set("acl", acl);
+  JsonObject chap = NewObject();  // never the secrets
+  chap->set("user", t.chap.user);
+  chap->set("mutual_user", t.chap.mutual_user);
+  o->set("chap", chap);
+  Poco::JSON::Array::Ptr luns = new Poco::JSON::Array();
+  for (const auto& [n, l] : t.luns) {
+    JsonObject lo = NewObject();
+    lo->set("lun", l.lun);
+    lo->set("volume", l.volume);
+    lo->set("size", l.size);
+    lo->set("epoch", l.epoch);
+    lo->set("switchable", l.switchable);
+    lo->set("preferred", l.preferred);
+    lo->set("current", l.current);
+    lo->set("gateways", NewArray(l.gateways));
+    luns->add(lo);
+  }
+  o->set("luns", luns);
+  return o;
+}
+
+ferry::Status ParseAcl(const JsonObject& o, Acl* acl) {
+  bool present = false;
+  FERRY_RETURN_IF_ERROR(GetStringList(o, "initiators", &acl->initiators, &present));
+  FERRY_RETURN_IF_ERROR(GetStringList(o, "addresses", &acl->addresses, &present));
+  return ferry::Status::Ok();
+}
+
+ferry::Status ParseChap(const JsonObject& o, Chap* chap) {
+  bool present = false;
+  FERRY_RETURN_IF_ERROR(GetString(o, "user", &chap->user, &present));
+  FERRY_RETURN_IF_ERROR(GetString(o, "secret", &chap->secret, &present));
+  FERRY_RETURN_IF_ERROR(GetString(o, "mutual_user", &chap->mutual_user, &present));
+  FERRY_RETURN_IF_ERROR(GetString(o, "mutual_secret", &chap->mutual_secret, &present));
+  return ferry::Status::Ok();
+}
+
+Result<uint32_t> ParseLunNumber(const std::string& s) {
+  if (s.empty() || s.size() > 5 || s.find_first_not_of("0123456789") != std::string::npos)
+    return ferry::Status::InvalidArgument("lun must be a number: " + s);
+  unsigned long v = std::stoul(s);
+  if (v > kMaxLun) return ferry::Status::InvalidArgument("lun must be 0.." + std::to_string(kMaxLun));
+  return static_cast<uint32_t>(v);
+}
+
+}  // namespace
+
+AdminApi::AdminApi(Registry* registry, SessionSource sessions)
+    : reg_(registry), sessions_(std::move(sessions)) {}
+
+void AdminApi::Install(HttpServer* s) {
+  s->Route("GET", "/healthz", [this](const HttpRequest& r) { return Healthz(r); });
+  s->Route("GET", "/v1/targets", [this](const HttpRequest& r) { return ListTargets(r); });
+  s->Route("POST", "/v1/targets", [this](const HttpRequest& r) { return CreateTarget(r); });
+  s->Route("GET", "/v1/targets/{iqn}", [this](const HttpRequest& r) { return GetTarget(r); });
+  s->Route("DELETE", "/v1/targets/{iqn}", [this](const HttpRequest& r) { return DeleteTarget(r); });
+  s->Route("PUT", "/v1/targets/{iqn}/acl", [this](const HttpRequest& r) { return PutAcl(r); });
+  s->Route("PUT", "/v1/targets/{iqn}/chap", [this](const HttpRequest& r) { return PutChap(r); });
+  s->Route("POST", "/v1/targets/{iqn}/luns", [this](const HttpRequest& r) { return AddLun(r); });
+  s->Route("DELETE", "/v1/targets/{iqn}/luns/{lun}", [this](const HttpRequest& r) { return RemoveLun(r); });
+  s->Route("POST", "/v1/volumes/{volume}/resize", [this](const HttpRequest& r) { return Resize(r); });
+  s->Route("POST", "/v1/volumes/{volume}/switchable", [this](const HttpRequest& r) { return Switchable(r); });
+  s->Route("GET", "/v1/timeouts", [this](const HttpRequest& r) { return GetTimeouts(r); });
+  s->Route("PUT", "/v1/timeouts", [this](const HttpRequest& r) { return PutTimeouts(r); });
+  s->Route("GET", "/v1/fixedmode", [this](const HttpRequest& r) { return GetFixedMode(r); });
+  s->Route("PUT", "/v1/fixedmode", [this](const HttpRequest& r) { return PutFixedMode(r); });
+  s->Route("DELETE", "/v1/fixedmode", [this](const HttpRequest& r) { return DeleteFixedMode(r); });
+  s->Route("GET", "/v1/status", [this](const HttpRequest& r) { return GetStatus(r); });
+  s->Route("GET", "/v1/sessions", [this](const HttpRequest& r) { return GetSessions(r); });
+}
+
+HttpResponse AdminApi::Healthz(const HttpRequest&) const {
+  JsonObject o = NewObject();
+  o->set("status", "ok");
+  o->set("pid", static_cast<int>(::getpid()));
+  o->set("portals", NewArray(info_.portals));
+  o->set("admin", info_.admin);
+  return Ok(200, o);
+}
+
+HttpResponse AdminApi::ListTargets(const HttpRequest&) const {
+  Poco::JSON::Array::Ptr a = new Poco::JSON::Array();
+  for (const auto& t : reg_->Targets()) a->add(TargetJson(t));
+  JsonObject o = NewObject();
+  o->set("targets", a);
+  return Ok(200, o);
+}
+
+HttpResponse AdminApi::GetTarget(const HttpRequest& r) const {
+  const std::string& iqn = r.params.at("iqn");
+  for (const auto& t : reg_->Targets())
+    if (t.iqn == iqn) return Ok(200, TargetJson(t));
+  return HttpResponse::Error(404, "no target " + iqn);
+}
+
+HttpResponse AdminApi::CreateTarget(const HttpRequest& r) {
+  auto body = ParseJsonObject(r.body);
+  if (!body.ok()) return Err(body.status());
+  std::string iqn;
+  bool present = false, open = false;
+  Acl acl;
+  Chap chap;
+  JsonObject sub;
+  ferry::Status st = GetString(*body, "iqn", &iqn, &present);
+  if (st.ok() && !present) st = ferry::Status::InvalidArgument("missing field 'iqn'");
+  if (st.ok()) st = GetBool(*body, "open", &open, &present);
+  if (st.ok()) st = GetObject(*body, "acl", &sub, &present);
+  if (st.ok() && present) st = ParseAcl(sub, &acl);
+  if (st.ok()) st = GetObject(*body, "chap", &sub, &present);
+  if (st.ok() && present) st = ParseChap(sub, &chap);
+  if (!st.ok()) return Err(st);
+  bool created = false;
+  auto t = reg_->CreateTarget(iqn, open, acl, chap, &created);
+  if (!t.ok()) return Err(t.status());
+  JsonObject o = NewObject();
+  o->set("iqn", t->iqn);
+  o->set("tid", t->tid);
+  return Ok(created ? 201 : 200, o);
+}
+
+HttpResponse AdminApi::DeleteTarget(const HttpRequest& r) {
+  const std::string& iqn = r.params.at("iqn");
+  ferry::Status st = reg_->DeleteTarget(iqn);
+  if (!st.ok()) return Err(st);
+  JsonObject o = NewObject();
+  o->set("deleted", iqn);
+  return Ok(200, o);
+}
+
+HttpResponse AdminApi::PutAcl(const HttpRequest& r) {
+  auto body = ParseJsonObject(r.body);
+  if (!body.ok()) return Err(body.status());
+  Acl acl;
+  ferry::Status st = ParseAcl(*body, &acl);
+  if (st.ok()) st = reg_->SetAcl(r.params.at("iqn"), acl);
+  if (!st.ok()) return Err(st);
+  JsonObject o = NewObject();
+  o->set("iqn", r.params.at("iqn"));
+  o->set("initiators", NewArray(acl.initiators));
+  o->set("addresses", NewArray(acl.addresses));
+  return Ok(200, o);
+}
+
+HttpResponse AdminApi::PutChap(const HttpRequest& r) {
+  auto body = ParseJsonObject(r.body);
+  if (!body.ok()) return Err(body.status());
+  Chap chap;
+  ferry::Status st = ParseChap(*body, &chap);
+  if (st.ok()) st = reg_->SetChap(r.params.at("iqn"), chap);
+  if (!st.ok()) return Err(st);
+  JsonObject o = NewObject();
+  o->set("iqn", r.params.at("iqn"));
+  o->set("user", chap.user);
+  o->set("mutual_user", chap.mutual_user);
+  return Ok(200, o);
+}
+
+HttpResponse AdminApi::AddLun(const HttpRequest& r) {
+  auto body = ParseJsonObject(r.body);
+  if (!body.ok()) return Err(body.status());
+  LunRequest req;
+  bool present = false;
+  int64_t n = 0;
+  ferry::Status st = GetString(*body, "volume", &req.volume, &present);
+  if (st.ok() && !present) st = ferry::Status::InvalidArgument("missing field 'volume'");
+  if (st.ok()) st = GetInt(*body, "lun", &n, &present);
+  if (st.ok() && present) {
+    if (n < 0 || n > kMaxLun) st = ferry::Status::InvalidArgument("lun must be 0.." + std::to_string(kMaxLun));
+    else req.lun = static_cast<uint32_t>(n);
+  }
+  if (st.ok()) st = GetStringList(*body, "gateways", &req.gateways, &present);
+  if (st.ok() && !present) st = ferry::Status::InvalidArgument("missing field 'gateways'");
+  if (st.ok()) st = GetString(*body, "preferred", &req.preferred, &present);
+  if (st.ok()) st = GetString(*body, "current", &req.current, &present);
+  if (st.ok()) st = GetInt(*body, "epoch", &n, &present);
+  if (st.ok() && present) {
+    if (n < 0) st = ferry::Status::InvalidArgument("epoch must be >= 0");
+    else req.epoch = static_cast<uint64_t>(n);
+  }
+  if (st.ok()) st = GetBool(*body, "switchable", &req.switchable, &present);
+  if (!st.ok()) return Err(st);
+  auto lun = reg_->AddLun(r.params.at("iqn"), req);
+  if (!lun.ok()) return Err(lun.status());
+  JsonObject o = NewObject();
+  o->set("lun", lun->lun);
+  o->set("size", lun->size);
+  o->set("epoch", lun->epoch);
+  o->set("current", lun->current);
+  return Ok(201, o);
+}
+
+HttpResponse AdminApi::RemoveLun(const HttpRequest& r) {
+  auto n = ParseLunNumber(r.params.at("lun"));
+  if (!n.ok()) return Err(n.status());
+  ferry::Status st = reg_->RemoveLun(r.params.at("iqn"), *n);
+  if (!st.ok()) return Err(st);
+  JsonObject o = NewObject();
+  o->set("iqn", r.params.at("iqn"));
+  o->set("deleted", *n);
+  return Ok(200, o);
+}
+
+HttpResponse AdminApi::Resize(const HttpRequest& r) {
+  auto body = ParseJsonObject(r.body);
+  if (!body.ok()) return Err(body.status());
+  auto size = reg_->Resize(r.params.at("volume"));
+  if (!size.ok()) return Err(size.status());
+  JsonObject o = NewObject();
+  o->set("volume", r.params.at("volume"));
+  o->set("size", *size);
+  return Ok(200, o);
+}
+
+HttpResponse AdminApi::Switchable(const HttpRequest& r) {
+  auto body = ParseJsonObject(r.body);
+  if (!body.ok()) return Err(body.status());
+  bool on = true, present = false;
+  ferry::Status st = GetBool(*body, "switchable", &on, &present);
+  if (st.ok() && !present) st = ferry::Status::InvalidArgument("missing field 'switchable' (true/false)");
+  if (st.ok()) st = reg_->SetSwitchable(r.params.at("volume"), on);
+  if (!st.ok()) return Err(st);
+  JsonObject o = NewObject();
+  o->set("volume", r.params.at("volume"));
+  o->set("switchable", on);
+  return Ok(200, o);
+}
+
+HttpResponse AdminApi::GetTimeouts(const HttpRequest& r) const {
+  TimeoutValues t = reg_->Timeouts();
+  JsonObject o = NewObject();
+  std::string only = r.Query("type");
+  if (!only.empty() && only != "show") {
+    auto v = t.Get(only);
+    if (!v) return HttpResponse::Error(400, "unknown timeout type '" + only + "'");
+    o->set(only, *v);
+    return Ok(200, o);
+  }
+  for (const auto& n : TimeoutValues::Names()) o->set(n, *t.Get(n));
+  return Ok(200, o);
+}
+
+HttpResponse AdminApi::PutTimeouts(const HttpRequest& r) {
+  auto body = ParseJsonObject(r.body);
+  if (!body.ok()) return Err(body.status());
+  std::string type;
+  int64_t dur = 0;
+  bool present = false;
+  ferry::Status st = GetString(*body, "type", &type, &present);
+  if (st.ok() && !present) st = ferry::Status::InvalidArgument("missing field 'type'");
+  if (st.ok()) st = GetInt(*body, "duration", &dur, &present);
+  if (st.ok() && !present) st = ferry::Status::InvalidArgument("missing field 'duration' (seconds)");
+  if (st.ok()) st = reg_->SetTimeout(type, dur);
+  if (!st.ok()) return Err(st);
+  return GetTimeouts(HttpRequest{});
+}
+
+HttpResponse AdminApi::GetFixedMode(const HttpRequest&) const {
+  std::string gw = reg_->FixedGateway();
+  JsonObject o = NewObject();
+  o->set("enabled", !gw.empty());
+  o->set("gateway", gw);
+  return Ok(200, o);
+}
+
+HttpResponse AdminApi::PutFixedMode(const HttpRequest& r) {
+  auto body = ParseJsonObject(r.body);
+  if (!body.ok()) return Err(body.status());
+  std::string gw;
+  bool present = false;
+  ferry::Status st = GetString(*body, "gateway", &gw, &present);
+  if (st.ok() && (!present || gw.empty())) st = ferry::Status::InvalidArgument("missing field 'gateway' (host:nbdport)");
+  if (st.ok()) st = reg_->SetFixedGateway(gw);
+  if (!st.ok()) return Err(st);
+  return GetFixedMode(r);
+}
+
+HttpResponse AdminApi::DeleteFixedMode(const HttpRequest& r) {
+  ferry::Status st = reg_->SetFixedGateway("");
+  if (!st.ok()) return Err(st);
+  return GetFixedMode(r);
+}
+
+HttpResponse AdminApi::GetStatus(const HttpRequest&) const {
+  Poco::JSON::Array::Ptr a = new Poco::JSON::Array();
+  for (const auto& row : reg_->StatusRows()) {
+    const VolumeStats& s = row.stats;
+    JsonObject o = NewObject();  // strings, as the original system reported them
+    o->set("volumeName", s.volume_name);
+    o->set("perferGw", s.prefer_gw);
+    o->set("currentGw", s.current_gw);
+    o->set("status", std::to_string(s.status));
+    o->set("readError", std::to_string(s.read_error));
+    o->set("writeError", std::to_string(s.write_error));
+    o->set("ioCnt", std::to_string(s.io_cnt));
+    o->set("ioTotal", std::to_string(s.io_total));
+    o->set("readIops", std::to_string(s.read_iops));
+    o->set("readKBps", std::to_string(s.read_kbps));
+    o->set("readDelayAvg", std::to_string(s.read_delay_avg));
+    o->set("writeIops", std::to_string(s.write_iops));
+    o->set("writeKBps", std::to_string(s.write_kbps));
+    o->set("writeDelayAvg", std::to_string(s.write_delay_avg));
+    o->set("switchable", s.switchable ? "1" : "0");
+    o->set("epoch", std::to_string(s.epoch));
+    o->set("iqn", row.iqn);
+    o->set("lun", std::to_string(row.lun));
+    a->add(o);
+  }
+  JsonObject o = NewObject();
+  o->set("volumes", a);
+  return Ok(200, o);
+}
+
+HttpResponse AdminApi::GetSessions(const HttpRequest&) const {
+  Poco::JSON::Array::Ptr a = new Poco::JSON::Array();
+  if (sessions_)
+    for (const auto& s : sessions_()) {
+      if (s.discovery) continue;
+      JsonObject o = NewObject();
+      o->set("target", s.target_iqn);
+      o->set("initiator", s.initiator_name);
+      o->set("isid", s.isid);
+      o->set("address", s.initiator_addr);
+      o->set("portal", s.local_portal);
+      a->add(o);
+    }
+  JsonObject o = NewObject();
+  o->set("sessions", a);
+  return Ok(200, o);
+}
+
+}  // namespace ferry::server

@@ -1,0 +1,122 @@
+#include "target/server/json_util.h"
+
+#include <Poco/JSON/Parser.h>
+#include <Poco/JSON/Stringifier.h>
+
+#include <sstream>
+
+namespace ferry::server {
+
+Result<JsonObject> ParseJsonObject(const std::string& text) {
+  if (text.find_first_not_of(" \t\r\n") == std::string::npos) return NewObject();
+  try {
+    Poco::JSON::Parser p;
+    Poco::Dynamic::Var v = p.parse(text);
+    if (v.type() != typeid(Poco::JSON::Object::Ptr))
+      return Status::InvalidArgument("body must be a JSON object");
+    auto o = v.extract<Poco::JSON::Object::Ptr>();
+    if (o.isNull()) return Status::InvalidArgument("body must be a JSON object");
+    return o;
+  } catch (const std::exception& e) {
+    return Status::InvalidArgument(std::string("malformed JSON: ") + e.what());
+  }
+}
+
+namespace {
+bool Absent(const JsonObject& o, const std::string& key) {
+  return o.isNull() || !o->has(key) || o->isNull(key);
+}
+}  // namespace
+
+Status GetString(const JsonObject& o, const std::string& key, std::string* out, bool* present) {
+  *present = false;
+  if (Absent(o, key)) return Status::Ok();
+  Poco::Dynamic::Var v = o->get(key);
+  if (!v.isString()) return Status::InvalidArgument("field '" + key + "' must be a string");
+  *out = v.extract<std::string>();
+  *present = true;
+  return Status::Ok();
+}
+
+Status GetInt(const JsonObject& o, const std::string& key, int64_t* out, bool* present) {
+  *present = false;
+  if (Absent(o, key)) return Status::Ok();
+  Poco::Dynamic::Var v = o->get(key);
+  if (!v.isInteger() || v.isBoolean())
+    return Status::InvalidArgument("field '" + key + "' must be an integer");
+  try {
+    if (!v.isSigned()) {
+      uint64_t u = v.convert<uint64_t>();
+      if (u > static_cast<uint64_t>(INT64_MAX))
+        return Status::InvalidArgument("field '" + key + "' is out of range");
+      *out = static_cast<int64_t>(u);
+    } else {
+      *out = v.convert<int64_t>();
+    }
+  } catch (const std::exception&) {
+    return Status::InvalidArgument("field '" + key + "' is out of range");
+  }
+  *present = true;
+  return Status::Ok();
+}
+
+Status GetBool(const JsonObject& o, const std::string& key, bool* out, bool* present) {
+  *present = false;
+  if (Absent(o, key)) return Status::Ok();
+  Poco::Dynamic::Var v = o->get(key);
+  if (!v.isBoolean()) return Status::InvalidArgument("field '" + key + "' must be true or false");
+  *out = v.extract<bool>();
+  *present = true;
+  return Status::Ok();
+}
+
+Status GetStringList(const JsonObject& o, const std::string& key, std::vector<std::string>* out,
+                     bool* present) {
+  *present = false;
+  if (Absent(o, key)) return Status::Ok();
+  Poco::JSON::Array::Ptr a;
+  try {
+    a = o->getArray(key);
+  } catch (const std::exception&) {
+  }
+  if (a.isNull()) return Status::InvalidArgument("field '" + key + "' must be a list of strings");
+  std::vector<std::string> items;
+  for (size_t i = 0; i < a->size(); ++i) {
+    Poco::Dynamic::Var v = a->get(static_cast<unsigned>(i));
+    if (!v.isString()) return Status::InvalidArgument("field '" + key + "' must be a list of strings");
+    items.push_back(v.extract<std::string>());
+  }
+  *out = std::move(items);
+  *present = true;
+  return Status::Ok();
+}
+
+Status GetObject(const JsonObject& o, const std::string& key, JsonObject* out, bool* present) {
+  *present = false;
+  if (Absent(o, key)) return Status::Ok();
+  JsonObject sub;
+  try {
+    sub = o->getObject(key);
+  } catch (const std::exception&) {
+  }
+  if (sub.isNull()) return Status::InvalidArgument("field '" + key + "' must be an object");
+  *out = sub;
+  *present = true;
+  return Status::Ok();
+}
+
+JsonObject NewObject() { return new Poco::JSON::Object(Poco::JSON_PRESERVE_KEY_ORDER); }
+
+Poco::JSON::Array::Ptr NewArray(const std::vector<std::string>& items) {
+  Poco::JSON::Array::Ptr a = new Poco::JSON::Array();
+  for (const auto& s : items) a->add(s);
+  return a;
+}
+
+std::string ToJson(const JsonObject& o, bool pretty) {
+  std::ostringstream ss;
+  Poco::JSON::Stringifier::stringify(o, ss, pretty ? 2 : 0);
+  return ss.str();
+}
+
+}  // namespace ferry::server

@@ -1,0 +1,565 @@
+#include "target/server/registry.h"
+
+#include <algorithm>
+
+#include "target/scsi/target.h"
+
+namespace ferry::server {
+
+Registry::Registry(Options opts, StateFile* file, VolumeFactory* factory)
+    : opts_(std::move(opts)), file_(file), factory_(factory) {
+  persister_ = std::thread([this] { PersisterLoop(); });
+}
+
+Registry::~Registry() { Shutdown(); }
+
+void Registry::SetSessionHooks(SessionHooks h) { hooks_ = std::move(h); }
+
+void Registry::Shutdown() {
+  {
+    std::lock_guard<std::mutex> l(dirty_mu_);
+    stopping_ = true;
+  }
+  dirty_cv_.notify_all();
+  if (persister_.joinable()) persister_.join();
+  std::map<std::string, Live> live;
+  {
+    std::unique_lock<std::shared_mutex> l(mu_);
+    live.swap(live_);
+  }
+  // Final save with the last gateway/epoch values, then close the connections.
+  {
+    std::lock_guard<std::mutex> pl(persist_mu_);
+    ServerState snap;
+    {
+      std::shared_lock<std::shared_mutex> l(mu_);
+      snap = state_;
+    }
+    for (auto& [iqn, lv] : live)
+      for (auto& [n, v] : lv.volumes) {
+        auto t = snap.targets.find(iqn);
+        if (t == snap.targets.end()) continue;
+        auto s = t->second.luns.find(n);
+        if (s == t->second.luns.end()) continue;
+        s->second.current = v->current();
+        s->second.epoch = v->epoch();
+        s->second.size = v->size();
+      }
+    if (!live.empty() && !(snap == state_)) {
+      Status st = file_->Save(snap);
+      if (!st.ok()) opts_.log.Error("final save of the state failed: " + st.ToString());
+    }
+  }
+  for (auto& [iqn, lv] : live)
+    for (auto& [n, v] : lv.volumes) v->Stop();
+}
+
+std::shared_ptr<scsi::Target> Registry::NewScsiTarget(const std::string& iqn) const {
+  scsi::TargetOptions o;
+  o.iqn = iqn;
+  o.logger = opts_.log.Child("scsi");
+  return std::make_shared<scsi::Target>(std::move(o));
+}
+
+void Registry::OverlayLive(ServerState* s) const {
+  for (auto& [iqn, t] : s->targets) {
+    auto lv = live_.find(iqn);
+    if (lv == live_.end()) continue;
+    for (auto& [n, l] : t.luns) {
+      auto v = lv->second.volumes.find(n);
+      if (v == lv->second.volumes.end()) continue;
+      l.current = v->second->current();
+      l.epoch = v->second->epoch();
+      l.size = v->second->size();
+    }
+  }
+}
+
+Status Registry::Mutate(const std::function<Status(ServerState&)>& edit,
+                        const std::function<void()>& apply) {
+  std::lock_guard<std::mutex> pl(persist_mu_);
+  ServerState next;
+  {
+    std::shared_lock<std::shared_mutex> l(mu_);
+    next = state_;
+    OverlayLive(&next);
+  }
+  FERRY_RETURN_IF_ERROR(edit(next));
+  Status st = file_->Save(next);
+  if (!st.ok()) {
+    opts_.log.Error("cannot persist the state, change refused: " + st.ToString());
+    return Status::Internal("cannot persist the state: " + st.message());
+  }
+  std::unique_lock<std::shared_mutex> l(mu_);
+  state_ = std::move(next);
+  if (apply) apply();
+  return Status::Ok();
+}
+
+Status Registry::SaveCurrent() {
+  std::lock_guard<std::mutex> pl(persist_mu_);
+  ServerState snap;
+  {
+    std::shared_lock<std::shared_mutex> l(mu_);
+    snap = state_;
+    OverlayLive(&snap);
+    if (snap == state_) return Status::Ok();
+  }
+  FERRY_RETURN_IF_ERROR(file_->Save(snap));
+  std::unique_lock<std::shared_mutex> l(mu_);
+  // Only the live-derived fields may have changed since the copy (admin
+  // changes take persist_mu_), so installing the snapshot loses nothing.
+  state_ = std::move(snap);
+  return Status::Ok();
+}
+
+void Registry::PersisterLoop() {
+  std::unique_lock<std::mutex> l(dirty_mu_);
+  while (true) {
+    dirty_cv_.wait(l, [this] { return dirty_ || stopping_; });
+    if (stopping_) return;
+    dirty_ = false;
+    l.unlock();
+    Status st = SaveCurrent();
+    if (!st.ok()) opts_.log.Error("saving gateway/epoch change failed (will retry): " + st.ToString());
+    l.lock();
+    if (!st.ok() && !stopping_) {
+      dirty_ = true;
+      dirty_cv_.wait_for(l, std::chrono::seconds(1), [this] { return stopping_; });
+    }
+  }
+}
+
+void Registry::OnVolumeChange(const std::string& iqn, uint32_t lun, const VolumeChange& c) {
+  opts_.log.Info("target " + iqn + " lun " + std::to_string(lun) + " now on gateway " + c.current +
+                 " at epoch " + std::to_string(c.epoch));
+  {
+    std::lock_guard<std::mutex> l(dirty_mu_);
+    dirty_ = true;
+  }
+  dirty_cv_.notify_one();
+}
+
+void Registry::StopVolume(const std::string& iqn, uint32_t lun, const std::shared_ptr<Volume>& v) {
+  if (!v) return;
+  v->Stop();
+  opts_.log.Info("target " + iqn + " lun " + std::to_string(lun) + " closed");
+}
+
+Status Registry::Restore() {
+  std::lock_guard<std::mutex> al(admin_mu_);
+  auto loaded = file_->Load();
+  if (!loaded.ok()) return loaded.status();
+  ServerState s = std::move(loaded.value());
+  factory_->SetTimeouts(s.timeouts);
+  factory_->SetFixedGateway(s.fixed_gateway);
+  std::map<std::string, Live> live;
+  size_t nluns = 0;
+  for (auto& [iqn, t] : s.targets) {
+    Live& lv = live[iqn];
+    lv.scsi = NewScsiTarget(iqn);
+    for (auto& [n, spec] : t.luns) {
+      std::string tiqn = iqn;
+      uint32_t lun = n;
+      auto v = factory_->Open(spec, false,
+                              [this, tiqn, lun](const VolumeChange& c) { OnVolumeChange(tiqn, lun, c); });
+      if (!v.ok()) {
+        // Keep it in the state (an operator or the backend decides), but say so loudly.
+        opts_.log.Error("restore: target " + iqn + " lun " + std::to_string(n) + " (" + spec.volume +
+                        "): " + v.status().ToString());
+        continue;
+      }
+      scsi::LunIdentity id;
+      id.volume_name = spec.volume;
+      Status st = lv.scsi->AddLun(n, v.value()->device(), id);
+      if (!st.ok()) {
+        opts_.log.Error("restore: target " + iqn + " lun " + std::to_string(n) + ": " + st.ToString());
+        v.value()->Stop();
+        continue;
+      }
+      lv.volumes[n] = v.value();
+      ++nluns;
+    }
+  }
+  {
+    std::unique_lock<std::shared_mutex> l(mu_);
+    state_ = std::move(s);
+    live_ = std::move(live);
+  }
+  opts_.log.Info("restored " + std::to_string(state_.targets.size()) + " targets, " +
+                 std::to_string(nluns) + " luns from " + file_->path());
+  return Status::Ok();
+}
+
+Result<TargetSpec> Registry::CreateTarget(const std::string& iqn, bool open, const Acl& acl,
+                                          const Chap& chap, bool* created) {
+  *created = false;
+  FERRY_RETURN_IF_ERROR(ValidateIqn(iqn));
+  FERRY_RETURN_IF_ERROR(ValidateAcl(acl));
+  FERRY_RETURN_IF_ERROR(ValidateChap(chap));
+  std::lock_guard<std::mutex> al(admin_mu_);
+  {
+    std::shared_lock<std::shared_mutex> l(mu_);
+    auto it = state_.targets.find(iqn);
+    if (it != state_.targets.end()) {
+      const TargetSpec& t = it->second;
+      if (t.open == open && t.acl == acl && t.chap == chap) return t;
+      return Status::AlreadyExists("target " + iqn + " exists with other settings");
+    }
+  }
+  TargetSpec t;
+  t.iqn = iqn;
+  t.open = open;
+  t.acl = acl;
+  t.chap = chap;
+  auto scsi = NewScsiTarget(iqn);
+  Status st = Mutate(
+      [&](ServerState& s) {
+        std::set<uint32_t> used;
+        for (const auto& [k, v] : s.targets) used.insert(v.tid);
+        uint32_t tid = 1;
+        while (used.count(tid)) ++tid;
+        if (tid > 65535) return Status::Conflict("no free tid");
+        t.tid = tid;
+        s.targets[iqn] = t;
+        return Status::Ok();
+      },
+      [&] { live_[iqn].scsi = scsi; });
+  if (!st.ok()) return st;
+  *created = true;
+  opts_.log.Info("target " + iqn + " created (tid " + std::to_string(t.tid) + (open ? ", open" : "") + ")");
+  return t;
+}
+
+Status Registry::DeleteTarget(const std::string& iqn) {
+  std::lock_guard<std::mutex> al(admin_mu_);
+  Live gone;
+  Status st = Mutate(
+      [&](ServerState& s) {
+        if (!s.targets.erase(iqn)) return Status::NotFound("no target " + iqn);
+        return Status::Ok();
+      },
+      [&] {
+        auto it = live_.find(iqn);
+        if (it != live_.end()) {
+          gone = std::move(it->second);
+          live_.erase(it);
+        }
+      });
+  if (!st.ok()) return st;
+  size_t dropped = hooks_.drop_target ? hooks_.drop_target(iqn) : 0;
+  for (auto& [n, v] : gone.volumes) {
+    if (gone.scsi) gone.scsi->RemoveLun(n);
+    StopVolume(iqn, n, v);
+  }
+  opts_.log.Info("target " + iqn + " deleted (" + std::to_string(dropped) + " sessions dropped)");
+  return Status::Ok();
+}
+
+Status Registry::SetAcl(const std::string& iqn, const Acl& acl) {
+  FERRY_RETURN_IF_ERROR(ValidateAcl(acl));
+  std::lock_guard<std::mutex> al(admin_mu_);
+  return Mutate([&](ServerState& s) {
+    auto it = s.targets.find(iqn);
+    if (it == s.targets.end()) return Status::NotFound("no target " + iqn);
+    it->second.acl = acl;
+    return Status::Ok();
+  });
+}
+
+Status Registry::SetChap(const std::string& iqn, const Chap& chap) {
+  FERRY_RETURN_IF_ERROR(ValidateChap(chap));
+  std::lock_guard<std::mutex> al(admin_mu_);
+  return Mutate([&](ServerState& s) {
+    auto it = s.targets.find(iqn);
+    if (it == s.targets.end()) return Status::NotFound("no target " + iqn);
+    it->second.chap = chap;
+    return Status::Ok();
+  });
+}
+
+Result<LunSpec> Registry::AddLun(const std::string& iqn, const LunRequest& req) {
+  LunSpec spec;
+  spec.volume = req.volume;
+  spec.gateways = req.gateways;
+  spec.preferred = req.preferred.empty() && !req.gateways.empty() ? req.gateways.front() : req.preferred;
+  spec.current = req.current.empty() ? spec.preferred : req.current;
+  spec.epoch = req.epoch.value_or(1);
+  spec.switchable = req.switchable;
+  spec.lun = req.lun.value_or(0);
+  FERRY_RETURN_IF_ERROR(ValidateLun(spec));
+  {
+    std::lock_guard<std::mutex> al(admin_mu_);
+    std::shared_lock<std::shared_mutex> l(mu_);
+    auto it = state_.targets.find(iqn);
+    if (it == state_.targets.end()) return Status::NotFound("no target " + iqn);
+    const TargetSpec& t = it->second;
+    for (const auto& [n, other] : t.luns)
+      if (other.volume == spec.volume)
+        return Status::Conflict("volume " + spec.volume + " is already lun " + std::to_string(n) + " of " + iqn);
+    for (const auto& p : pending_luns_)
+      if (p.first == iqn && p.second == spec.lun && req.lun)
+        return Status::Conflict("lun " + std::to_string(spec.lun) + " of " + iqn + " is being added");
+    auto taken = [&](uint32_t n) { return t.luns.count(n) || pending_luns_.count({iqn, n}); };
+    if (req.lun) {
+      if (taken(*req.lun)) return Status::Conflict("lun " + std::to_string(*req.lun) + " of " + iqn + " is in use");
+    } else {
+      uint32_t n = 1;
+      while (n <= kMaxLun && taken(n)) ++n;
+      if (n > kMaxLun) return Status::Conflict("no free lun in " + iqn);
+      spec.lun = n;
+    }
+    pending_luns_.insert({iqn, spec.lun});
+  }
+  // Connect to the gateway outside every lock: other LUNs, logins and admin calls go on.
+  uint32_t lun = spec.lun;
+  auto opened = factory_->Open(spec, true, [this, iqn, lun](const VolumeChange& c) { OnVolumeChange(iqn, lun, c); });
+  std::lock_guard<std::mutex> al(admin_mu_);
+  pending_luns_.erase({iqn, lun});
+  if (!opened.ok()) return opened.status();
+  std::shared_ptr<Volume> vol = opened.value();
+  spec.size = vol->size();
+  spec.current = vol->current();
+  spec.epoch = vol->epoch();
+  std::shared_ptr<scsi::Target> scsi;
+  Status st = Mutate(
+      [&](ServerState& s) {
+        auto it = s.targets.find(iqn);
+        if (it == s.targets.end()) return Status::NotFound("target " + iqn + " was deleted meanwhile");
+        it->second.luns[lun] = spec;
+        return Status::Ok();
+      },
+      [&] {
+        Live& lv = live_[iqn];
+        lv.volumes[lun] = vol;
+        scsi = lv.scsi;
+      });
+  if (!st.ok()) {
+    vol->Stop();
+    return st;
+  }
+  scsi::LunIdentity id;
+  id.volume_name = spec.volume;
+  st = scsi ? scsi->AddLun(lun, vol->device(), id) : Status::Internal("target has no scsi device server");
+  if (!st.ok()) {
+    std::shared_ptr<Volume> undo;
+    Status rb = Mutate(
+        [&](ServerState& s) {
+          s.targets[iqn].luns.erase(lun);
+          return Status::Ok();
+        },
+        [&] { live_[iqn].volumes.erase(lun); });
+    if (!rb.ok()) opts_.log.Error("rollback of lun " + std::to_string(lun) + " failed: " + rb.ToString());
+    vol->Stop();
+    return st;
+  }
+  opts_.log.Info("target " + iqn + " lun " + std::to_string(lun) + " = volume " + spec.volume + " on " +
+                 spec.current + " epoch " + std::to_string(spec.epoch) + " size " + std::to_string(spec.size));
+  return spec;
+}
+
+Status Registry::RemoveLun(const std::string& iqn, uint32_t lun) {
+  std::lock_guard<std::mutex> al(admin_mu_);
+  std::shared_ptr<Volume> vol;
+  std::shared_ptr<scsi::Target> scsi;
+  Status st = Mutate(
+      [&](ServerState& s) {
+        auto it = s.targets.find(iqn);
+        if (it == s.targets.end()) return Status::NotFound("no target " + iqn);
+        if (!it->second.luns.erase(lun))
+          return Status::NotFound("no lun " + std::to_string(lun) + " in " + iqn);
+        return Status::Ok();
+      },
+      [&] {
+        auto it = live_.find(iqn);
+        if (it == live_.end()) return;
+        scsi = it->second.scsi;
+        auto v = it->second.volumes.find(lun);
+        if (v != it->second.volumes.end()) {
+          vol = v->second;
+          it->second.volumes.erase(v);
+        }
+      });
+  if (!st.ok()) return st;
+  if (scsi) scsi->RemoveLun(lun);
+  StopVolume(iqn, lun, vol);
+  return Status::Ok();
+}
+
+Result<uint64_t> Registry::Resize(const std::string& volume) {
+  FERRY_RETURN_IF_ERROR(ValidateVolumeName(volume));
+  std::lock_guard<std::mutex> al(admin_mu_);
+  struct Item {
+    std::shared_ptr<scsi::Target> scsi;
+    uint32_t lun;
+    std::shared_ptr<Volume> vol;
+  };
+  std::vector<Item> items;
+  {
+    std::shared_lock<std::shared_mutex> l(mu_);
+    for (const auto& [iqn, t] : state_.targets)
+      for (const auto& [n, spec] : t.luns) {
+        if (spec.volume != volume) continue;
+        auto lv = live_.find(iqn);
+        if (lv == live_.end()) continue;
+        auto v = lv->second.volumes.find(n);
+        if (v != lv->second.volumes.end()) items.push_back({lv->second.scsi, n, v->second});
+      }
+  }
+  if (items.empty()) return Status::NotFound("volume " + volume + " is not a lun here");
+  uint64_t size = 0;
+  for (auto& it : items) {
+    auto r = it.vol->RefreshSize();
+    if (!r.ok()) return r.status();
+    size = r.value();
+    FERRY_RETURN_IF_ERROR(it.scsi->NotifyCapacityChanged(it.lun));
+  }
+  Status st = SaveCurrent();
+  if (!st.ok()) opts_.log.Warn("resize of " + volume + ": size not persisted yet: " + st.ToString());
+  opts_.log.Info("volume " + volume + " resized to " + std::to_string(size));
+  return size;
+}
+
+Status Registry::SetSwitchable(const std::string& volume, bool on) {
+  FERRY_RETURN_IF_ERROR(ValidateVolumeName(volume));
+  std::lock_guard<std::mutex> al(admin_mu_);
+  std::vector<std::shared_ptr<Volume>> vols;
+  Status st = Mutate(
+      [&](ServerState& s) {
+        bool any = false;
+        for (auto& [iqn, t] : s.targets)
+          for (auto& [n, spec] : t.luns)
+            if (spec.volume == volume) {
+              spec.switchable = on;
+              any = true;
+            }
+        return any ? Status::Ok() : Status::NotFound("volume " + volume + " is not a lun here");
+      },
+      [&] {
+        for (auto& [iqn, t] : state_.targets)
+          for (auto& [n, spec] : t.luns) {
+            if (spec.volume != volume) continue;
+            auto lv = live_.find(iqn);
+            if (lv == live_.end()) continue;
+            auto v = lv->second.volumes.find(n);
+            if (v != lv->second.volumes.end()) vols.push_back(v->second);
+          }
+      });
+  if (!st.ok()) return st;
+  for (auto& v : vols) v->SetSwitchable(on);
+  opts_.log.Info("volume " + volume + " switchable=" + (on ? "1" : "0"));
+  return Status::Ok();
+}
+
+TimeoutValues Registry::Timeouts() const {
+  std::shared_lock<std::shared_mutex> l(mu_);
+  return state_.timeouts;
+}
+
+Status Registry::SetTimeout(const std::string& type, int64_t seconds) {
+  std::lock_guard<std::mutex> al(admin_mu_);
+  TimeoutValues t;
+  Status st = Mutate([&](ServerState& s) {
+    FERRY_RETURN_IF_ERROR(s.timeouts.Set(type, seconds));
+    t = s.timeouts;
+    return Status::Ok();
+  });
+  if (!st.ok()) return st;
+  factory_->SetTimeouts(t);
+  opts_.log.Info("timeout " + type + " = " + std::to_string(seconds) + " s");
+  return Status::Ok();
+}
+
+std::string Registry::FixedGateway() const {
+  std::shared_lock<std::shared_mutex> l(mu_);
+  return state_.fixed_gateway;
+}
+
+Status Registry::SetFixedGateway(const std::string& gateway) {
+  if (!gateway.empty()) FERRY_RETURN_IF_ERROR(ValidateGateway(gateway));
+  std::lock_guard<std::mutex> al(admin_mu_);
+  Status st = Mutate([&](ServerState& s) {
+    s.fixed_gateway = gateway;
+    return Status::Ok();
+  });
+  if (!st.ok()) return st;
+  factory_->SetFixedGateway(gateway);
+  opts_.log.Info(gateway.empty() ? std::string("fixed mode off") : "fixed mode on " + gateway);
+  return Status::Ok();
+}
+
+std::vector<TargetSpec> Registry::Targets() const {
+  std::shared_lock<std::shared_mutex> l(mu_);
+  ServerState s = state_;
+  OverlayLive(&s);
+  std::vector<TargetSpec> out;
+  for (auto& [iqn, t] : s.targets) out.push_back(std::move(t));
+  std::sort(out.begin(), out.end(), [](const TargetSpec& a, const TargetSpec& b) { return a.tid < b.tid; });
+  return out;
+}
+
+std::vector<StatusRow> Registry::StatusRows() const {
+  std::vector<StatusRow> rows;
+  std::shared_lock<std::shared_mutex> l(mu_);
+  for (const auto& [iqn, lv] : live_)
+    for (const auto& [n, v] : lv.volumes) rows.push_back({iqn, n, v->Stats()});
+  return rows;
+}
+
+// ---- iscsi::TargetDirectory
+
+std::optional<iscsi::TargetEntry> Registry::Find(const std::string& iqn) {
+  std::shared_lock<std::shared_mutex> l(mu_);
+  auto t = state_.targets.find(iqn);
+  auto lv = live_.find(iqn);
+  if (t == state_.targets.end() || lv == live_.end() || !lv->second.scsi) return std::nullopt;
+  iscsi::TargetEntry e;
+  e.iqn = iqn;
+  e.tpgt = 1;
+  e.sink = lv->second.scsi;
+  e.auth.chap_user = t->second.chap.user;
+  e.auth.chap_secret = t->second.chap.secret;
+  e.auth.mutual_user = t->second.chap.mutual_user;
+  e.auth.mutual_secret = t->second.chap.mutual_secret;
+  return e;
+}
+
+bool Registry::AdmitsLocked(const TargetSpec& t, const std::string& name, const std::string& addr) const {
+  if (t.open && opts_.demo_open && IsLoopback(addr)) return true;
+  const Acl& a = t.acl;
+  if (a.initiators.empty() && a.addresses.empty()) return false;  // no ACL admits nobody
+  bool name_ok = a.initiators.empty() ||
+                 std::find(a.initiators.begin(), a.initiators.end(), name) != a.initiators.end();
+  bool addr_ok = a.addresses.empty() ||
+                 std::any_of(a.addresses.begin(), a.addresses.end(),
+                             [&](const std::string& p) { return AddressMatches(p, addr); });
+  return name_ok && addr_ok;
+}
+
+bool Registry::Admits(const std::string& iqn, const std::string& initiator_name,
+                      const std::string& initiator_addr) {
+  std::shared_lock<std::shared_mutex> l(mu_);
+  auto t = state_.targets.find(iqn);
+  if (t == state_.targets.end()) return false;
+  return AdmitsLocked(t->second, initiator_name, PeerIp(initiator_addr));
+}
+
+std::vector<iscsi::DiscoveredTarget> Registry::Discover(const std::string& initiator_name,
+                                                        const std::string& initiator_addr,
+                                                        const std::string& /*local_portal*/) {
+  std::vector<iscsi::DiscoveredTarget> out;
+  std::string ip = PeerIp(initiator_addr);
+  std::shared_lock<std::shared_mutex> l(mu_);
+  for (const auto& [iqn, t] : state_.targets) {
+    if (!live_.count(iqn) || !AdmitsLocked(t, initiator_name, ip)) continue;
+    iscsi::DiscoveredTarget d;
+    d.iqn = iqn;
+    d.tpgt = 1;
+    out.push_back(std::move(d));
+  }
+  return out;
+}
+
+iscsi::TargetAuth Registry::DiscoveryAuth() { return opts_.discovery_auth; }
+
+}  // namespace ferry::server
