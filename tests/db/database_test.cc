@@ -1,0 +1,257 @@
+// Tests of db::Database against real SQLite files in a fresh temp directory.
+#include "db/database.h"
+
+#include <gtest/gtest.h>
+#include <sqlite3.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+
+namespace ferry::db {
+namespace {
+
+class DbTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/ferry_db_test.XXXXXX";
+    dir_ = mkdtemp(tmpl);
+    path_ = dir_ + "/ferry.db";
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  std::unique_ptr<Database> OpenOk(Database::Options o = {}) {
+    auto r = Database::Open(path_, o);
+    EXPECT_TRUE(r.ok()) << r.status().ToString();
+    return r.ok() ? std::move(r).value() : nullptr;
+  }
+  // Raw SQL on the file, as an older program version (or another process) would.
+  void Raw(const std::string& sql) {
+    sqlite3* h = nullptr;
+    ASSERT_EQ(sqlite3_open(path_.c_str(), &h), SQLITE_OK);
+    char* err = nullptr;
+    int rc = sqlite3_exec(h, sql.c_str(), nullptr, nullptr, &err);
+    EXPECT_EQ(rc, SQLITE_OK) << (err ? err : "");
+    sqlite3_free(err);
+    sqlite3_close(h);
+  }
+  std::string dir_, path_;
+};
+
+VolumeRow Vol(const std::string& name, int64_t size = 1 << 30) {
+  VolumeRow v;
+  v.name = name;
+  v.size = size;
+  v.state = "available";
+  v.preferred_gw = "127.0.0.1:8585";
+  v.created = 1;
+  return v;
+}
+
+TEST_F(DbTest, FreshFileHasLatestSchemaWalAndForeignKeys) {
+  auto db = OpenOk();
+  ASSERT_TRUE(db);
+  EXPECT_EQ(db->version(), kSchemaVersion);
+  EXPECT_EQ(db->journal_mode(), "wal");
+  EXPECT_TRUE(db->foreign_keys());
+  EXPECT_TRUE(std::filesystem::exists(path_ + "-wal"));
+}
+
+TEST_F(DbTest, WriteCommitsAndSurvivesReopen) {
+  {
+    auto db = OpenOk();
+    ASSERT_TRUE(db->Write([](Txn& t) { return t.PutVolume(Vol("v1")); }).ok());
+  }
+  auto db = OpenOk();
+  auto v = db->GetVolume("v1");
+  ASSERT_TRUE(v.ok());
+  ASSERT_TRUE(v->has_value());
+  EXPECT_EQ((*v)->size, 1 << 30);
+  EXPECT_EQ((*v)->preferred_gw, "127.0.0.1:8585");
+}
+
+TEST_F(DbTest, FailedWriteLeavesNothingBehind) {
+  auto db = OpenOk();
+  Status s = db->Write([](Txn& t) {
+    FERRY_RETURN_IF_ERROR(t.PutVolume(Vol("a")));
+    FERRY_RETURN_IF_ERROR(t.PutVolume(Vol("b")));
+    return Status::Conflict("changed my mind");
+  });
+  EXPECT_EQ(s.code(), Status::Code::kConflict);
+  EXPECT_EQ(*db->CountVolumes(), 0);
+  // A constraint failure half-way rolls back the earlier statements too.
+  s = db->Write([](Txn& t) {
+    FERRY_RETURN_IF_ERROR(t.PutVolume(Vol("a")));
+    return t.PutVolume(Vol("b", -5));  // CHECK(size >= 0)
+  });
+  EXPECT_FALSE(s.ok());
+  EXPECT_EQ(*db->CountVolumes(), 0);
+}
+
+TEST_F(DbTest, ForeignKeysProtectTheMap) {
+  auto db = OpenOk();
+  LunRow l{"v1", "127.0.0.2", "iqn.x:v1", 1, 1, true, "127.0.0.1:8585", "ready"};
+  // LUN of an unknown volume/target is refused.
+  EXPECT_EQ(db->Write([&](Txn& t) { return t.PutLun(l); }).code(), Status::Code::kConflict);
+  ASSERT_TRUE(db->Write([&](Txn& t) {
+                  FERRY_RETURN_IF_ERROR(t.PutVolume(Vol("v1")));
+                  FERRY_RETURN_IF_ERROR(t.PutTarget({"127.0.0.2", 3260, "127.0.0.2:8890", true, 5}));
+                  return t.PutLun(l);
+                }).ok());
+  // A volume that still has a LUN cannot vanish.
+  EXPECT_EQ(db->Write([](Txn& t) { return t.DeleteVolume("v1"); }).code(), Status::Code::kConflict);
+  EXPECT_TRUE(db->GetVolume("v1")->has_value());
+  // Snapshots go with their volume.
+  ASSERT_TRUE(db->Write([](Txn& t) {
+                  FERRY_RETURN_IF_ERROR(t.DeleteLun("v1", "127.0.0.2"));
+                  FERRY_RETURN_IF_ERROR(t.PutSnapshot({"v1", "s1", 1 << 30, 2}));
+                  return t.DeleteVolume("v1");
+                }).ok());
+  EXPECT_TRUE(db->ListSnapshots("v1")->empty());
+}
+
+TEST_F(DbTest, MissingRowIsNotFound) {
+  auto db = OpenOk();
+  EXPECT_EQ(db->Write([](Txn& t) { return t.DeleteVolume("nope"); }).code(), Status::Code::kNotFound);
+  EXPECT_EQ(db->Write([](Txn& t) { return t.SetVolumeSize("nope", 5); }).code(), Status::Code::kNotFound);
+  EXPECT_FALSE(db->GetVolume("nope")->has_value());
+}
+
+TEST_F(DbTest, ValuesAreBoundNotSpliced) {
+  auto db = OpenOk();
+  std::string evil = "x'); DROP TABLE volumes; --";
+  ASSERT_TRUE(db->Write([&](Txn& t) { return t.PutVolume(Vol(evil)); }).ok());
+  auto v = db->GetVolume(evil);
+  ASSERT_TRUE(v.ok() && v->has_value());
+  EXPECT_EQ((*v)->name, evil);
+  EXPECT_EQ(*db->CountVolumes(), 1);
+}
+
+TEST_F(DbTest, EventsGetSequenceNumbersAndOutboxState) {
+  auto db = OpenOk();
+  int64_t s1 = 0, s2 = 0;
+  ASSERT_TRUE(db->Write([&](Txn& t) {
+                  auto r = t.AppendEvent(0, "a", "{}", 0);
+                  if (!r.ok()) return r.status();
+                  s1 = *r;
+                  auto r2 = t.AppendEvent(0, "b", "{\"k\":1}", 0);
+                  if (!r2.ok()) return r2.status();
+                  s2 = *r2;
+                  return Status::Ok();
+                }).ok());
+  EXPECT_EQ(s1, 1);
+  EXPECT_EQ(s2, 2);
+  // An event already applied (same seq) is refused, so replay is idempotent.
+  EXPECT_EQ(db->Write([](Txn& t) { return t.AppendEvent(2, "b", "{}", 0).status(); }).code(),
+            Status::Code::kAlreadyExists);
+  ASSERT_TRUE(db->Write([](Txn& t) { return t.AppendEvent(10, "c", "{}", 0).status(); }).ok());
+  EXPECT_EQ(*db->LastEventSeq(), 10);
+  auto unsent = db->UnsentEvents(100);
+  ASSERT_EQ(unsent->size(), 3u);
+  ASSERT_TRUE(db->MarkEventSent(1).ok());
+  EXPECT_EQ(db->UnsentEvents(100)->size(), 2u);
+  auto after = db->EventsAfter(1, 100);
+  ASSERT_EQ(after->size(), 2u);
+  EXPECT_EQ((*after)[0].type, "b");
+  EXPECT_EQ((*after)[0].payload, "{\"k\":1}");
+  EXPECT_EQ(db->MarkEventSent(99).code(), Status::Code::kNotFound);
+}
+
+TEST_F(DbTest, BusyTimeoutWaitsThenReportsUnavailable) {
+  auto db = OpenOk({.busy_timeout_ms = 200});
+  sqlite3* other = nullptr;
+  ASSERT_EQ(sqlite3_open(path_.c_str(), &other), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(other, "BEGIN IMMEDIATE; INSERT INTO settings VALUES('','k','v');", nullptr,
+                         nullptr, nullptr),
+            SQLITE_OK);
+  auto t0 = std::chrono::steady_clock::now();
+  Status s = db->Write([](Txn& t) { return t.PutVolume(Vol("v")); });
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_EQ(s.code(), Status::Code::kUnavailable) << s.ToString();
+  EXPECT_GE(ms, 150);
+  // Readers are not blocked by the writer in WAL mode.
+  EXPECT_TRUE(db->CountVolumes().ok());
+  ASSERT_EQ(sqlite3_exec(other, "COMMIT;", nullptr, nullptr, nullptr), SQLITE_OK);
+  sqlite3_close(other);
+  EXPECT_TRUE(db->Write([](Txn& t) { return t.PutVolume(Vol("v")); }).ok());
+  EXPECT_EQ(db->GetSetting("", "k")->value_or(""), "v");
+}
+
+TEST_F(DbTest, RefusesDatabaseFromNewerProgram) {
+  { OpenOk(); }
+  Raw("PRAGMA user_version=99;");
+  auto r = Database::Open(path_);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), Status::Code::kInvalidArgument);
+}
+
+TEST_F(DbTest, CountsForMaps) {
+  auto db = OpenOk();
+  ASSERT_TRUE(db->Write([](Txn& t) {
+                  FERRY_RETURN_IF_ERROR(t.PutTarget({"127.0.0.2", 3260, "127.0.0.2:8890", true, 5}));
+                  FERRY_RETURN_IF_ERROR(t.PutTarget({"127.0.0.3", 3260, "127.0.0.3:8890", false, 5}));
+                  for (int i = 0; i < 5; ++i) {
+                    VolumeRow v = Vol("v" + std::to_string(i));
+                    v.preferred_gw = i < 3 ? "g1" : "g2";
+                    FERRY_RETURN_IF_ERROR(t.PutVolume(v));
+                    FERRY_RETURN_IF_ERROR(t.PutLun({v.name, i < 4 ? "127.0.0.2" : "127.0.0.3", "iqn:" + v.name,
+                                                    i + 1, 1, true, v.preferred_gw, "ready"}));
+                  }
+                  return Status::Ok();
+                }).ok());
+  auto bt = *db->LunCountByTarget();
+  EXPECT_EQ(bt["127.0.0.2"], 4);
+  EXPECT_EQ(bt["127.0.0.3"], 1);
+  auto bg = *db->VolumeCountByGateway();
+  EXPECT_EQ(bg["g1"], 3);
+  EXPECT_EQ(bg["g2"], 2);
+  EXPECT_EQ(db->LunsOfGateway("g2")->size(), 2u);
+  EXPECT_EQ(db->LunsWithIqn("iqn:v4")->size(), 1u);
+  EXPECT_FALSE((*db->GetTarget("127.0.0.3"))->online);
+}
+
+// Migration from each earlier schema version: build the file as that version
+// of the program left it (schema + data), reopen with this one, check data.
+TEST_F(DbTest, MigratesFromEveryEarlierVersion) {
+  for (int from = 0; from < kSchemaVersion; ++from) {
+    SCOPED_TRACE("from version " + std::to_string(from));
+    std::filesystem::remove(path_);
+    std::filesystem::remove(path_ + "-wal");
+    std::filesystem::remove(path_ + "-shm");
+    if (from > 0) {
+      auto old = Database::Open(path_, {.busy_timeout_ms = 1000, .migrate_to = from});
+      ASSERT_TRUE(old.ok()) << old.status().ToString();
+      EXPECT_EQ((*old)->version(), from);
+    }
+    if (from >= 1) {
+      Raw("INSERT INTO volumes(name,size,state,preferred_gw,epoch,created) "
+          "VALUES('old',4096,'available','127.0.0.1:8585',7,3);"
+          "INSERT INTO targets VALUES('127.0.0.2',3260,'127.0.0.2:8890',1,9);"
+          "INSERT INTO luns VALUES('old','127.0.0.2','iqn.x:old',4,1,1,'127.0.0.1:8585','ready');");
+    }
+    if (from >= 2) {
+      Raw("INSERT INTO attachments VALUES('old','h1','127.0.0.2','iqn.i:h1','{}');"
+          "INSERT INTO settings VALUES('','read','30');");
+    }
+    auto db = OpenOk();
+    ASSERT_TRUE(db);
+    EXPECT_EQ(db->version(), kSchemaVersion);
+    if (from >= 1) {
+      auto v = db->GetVolume("old");
+      ASSERT_TRUE(v.ok() && v->has_value());
+      EXPECT_EQ((*v)->epoch, 7);
+      EXPECT_EQ((*v)->source, "");
+      EXPECT_EQ(db->LunsOfVolume("old")->size(), 1u);
+    }
+    if (from >= 2) {
+      EXPECT_EQ(db->AttachmentsOf("old")->size(), 1u);
+      EXPECT_EQ(db->GetSetting("", "read")->value_or(""), "30");
+    }
+    // The new tables work after migration.
+    ASSERT_TRUE(db->Write([](Txn& t) { return t.AppendEvent(0, "x", "{}", 0).status(); }).ok());
+    EXPECT_EQ(*db->LastEventSeq(), 1);
+  }
+}
+
+}  // namespace
+}  // namespace ferry::db
