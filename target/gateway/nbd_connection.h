@@ -1,0 +1,110 @@
+// NbdConnection: one NBD client connection of the gateway, from handshake to close.
+//
+// Promise: Run() performs the fixed-newstyle handshake (bounded by
+// Options::handshake_timeout; a silent or malformed client is dropped) and then
+// serves requests until the client disconnects, sends NBD_CMD_DISC, breaks the
+// framing, or Shutdown() is called. Requests are pipelined: the reader thread
+// decodes them and runs small ones inline (their replies are sent in batches
+// with one sendmsg), large ones and FLUSH go to the shared WorkerPool, so
+// replies may come out of order. Every reply is written whole under the
+// connection's send mutex. Errors from the store become NBD errors (a fenced
+// write is EPERM and writes nothing). Run() returns only once no task of this
+// connection is running; it closes the socket. No lock is shared between
+// connections on the I/O path.
+#pragma once
+
+#include <sys/uio.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "target/common/logger.h"
+#include "target/gateway/volume_exports.h"
+#include "target/gateway/worker_pool.h"
+#include "target/nbd/handshake.h"
+#include "target/nbd/request_parser.h"
+#include "target/store/store.h"
+
+namespace ferry::gateway {
+
+class NbdConnection : public std::enable_shared_from_this<NbdConnection> {
+ public:
+  struct Options {
+    std::chrono::milliseconds handshake_timeout{10000};
+    std::chrono::milliseconds send_timeout{60000};
+    uint32_t inline_max = 256 * 1024;  // larger requests run on the worker pool
+  };
+
+  // Takes ownership of `fd`. `zeros` is a read-only buffer of zero bytes
+  // (at least 1 MiB) shared by the server.
+  NbdConnection(int fd, std::string peer, store::Store* store, WorkerPool* pool,
+                const std::vector<char>* zeros, Options opts, Logger log);
+  ~NbdConnection();
+  NbdConnection(const NbdConnection&) = delete;
+  NbdConnection& operator=(const NbdConnection&) = delete;
+
+  void Run();
+  // From any thread: makes Run() return soon (pending tasks still finish).
+  void Shutdown();
+
+ private:
+  static constexpr int kBatch = 32;
+
+  bool Handshake(std::string* leftover);
+  void Serve(const std::string& leftover);
+  // Handles a decoded request. Returns false when the connection must end (DISC).
+  bool Dispatch(nbd::RequestParser& parser, bool more_buffered);
+  // Runs a command and replies. `buf` is the write payload, or scratch space for a read.
+  void Execute(const nbd::Request& req, nbd::Buffer* buf, bool batch);
+  Status DoWriteZeroes(const nbd::Request& req);
+  void ReplyBlockStatus(const nbd::Request& req);
+
+  void ReplyStatus(const nbd::Request& req, const Status& st, bool batch);
+  void ReplyError(const nbd::Request& req, uint32_t err, const std::string& msg);
+  void QueueReply(const nbd::Request& req, nbd::Buffer* data, bool batch);
+  void FlushBatch();
+  bool SendIov(struct iovec* iov, int n);  // caller holds send_mu_
+
+  nbd::Buffer TakeBuffer();
+  void GiveBuffer(nbd::Buffer b);
+  void TaskDone();
+
+  int fd_;
+  std::string peer_;
+  store::Store* store_;
+  WorkerPool* pool_;
+  const std::vector<char>* zeros_;
+  Options opts_;
+  Logger log_;
+  nbd::Session session_;
+  std::shared_ptr<store::VolumeHandle> handle_;
+  std::atomic<bool> dead_{false};
+
+  std::mutex send_mu_;
+
+  // Reply batch (reader thread only).
+  struct Slot {
+    uint8_t hdr[32];
+    nbd::Buffer data;
+  };
+  std::vector<Slot> slots_;
+  std::vector<struct iovec> iov_;
+  int batched_ = 0;
+
+  std::mutex inflight_mu_;
+  std::condition_variable inflight_cv_;
+  int inflight_ = 0;
+
+  std::mutex bufs_mu_;
+  std::vector<nbd::Buffer> free_bufs_;
+};
+
+// NBD error number for a store Status.
+uint32_t NbdErrorFor(const Status& st);
+
+}  // namespace ferry::gateway
