@@ -337,9 +337,9 @@ class GatewayBlockDevice::Impl {
     tflags_.store(c->info().flags);
     std::string from;
     uint64_t old_epoch;
-    size_t resent = 0;
+    size_t waiting = 0;
     {
-      std::unique_lock<std::mutex> l(mu_);
+      std::lock_guard<std::mutex> l(mu_);
       from = current_;
       old_epoch = epoch_;
       current_ = gw;
@@ -349,36 +349,40 @@ class GatewayBlockDevice::Impl {
       dead_reason_.clear();
       published_ = false;
       health_[gw].failed = false;
-      for (;;) {
-        std::vector<OpPtr> batch;
-        auto now = Clock::now();
-        for (auto& [s, op] : ops_) {
-          if (op->gen != 0) continue;
-          op->gen = gen;
-          op->sent_at = now;
-          op->sending.fetch_add(1);
-          batch.push_back(op);
-        }
-        if (batch.empty()) {
-          published_ = true;
-          break;
-        }
-        l.unlock();
-        for (auto& op : batch) SendOp(c, op);
-        resent += batch.size();
-        l.lock();
-      }
+      for (auto& [s, op] : ops_) waiting += op->gen == 0;
       d_->status_.store(static_cast<int>(VolumeStatus::kNormal));
     }
     if (!notify) {
       log_.Info("volume " + cfg_.volume + ": on gateway " + gw + " at epoch " + std::to_string(epoch) +
                 " (size " + std::to_string(c->info().size) + ")");
-      return;
+    } else {
+      log_.Warn("volume " + cfg_.volume + ": " + why + ": from " + from + " (epoch " + std::to_string(old_epoch) +
+                ") to " + gw + " (epoch " + std::to_string(epoch) + "), re-sending " + std::to_string(waiting) +
+                " request(s)");
+      if (cfg_.on_change && (from != gw || old_epoch != epoch)) cfg_.on_change(gw, epoch);
     }
-    log_.Warn("volume " + cfg_.volume + ": " + why + ": from " + from + " (epoch " + std::to_string(old_epoch) +
-              ") to " + gw + " (epoch " + std::to_string(epoch) + "), " + std::to_string(resent) +
-              " request(s) re-sent");
-    if (cfg_.on_change && (from != gw || old_epoch != epoch)) cfg_.on_change(gw, epoch);
+    // Everything waiting goes out in issue order before new submissions may
+    // use the connection directly.
+    std::unique_lock<std::mutex> l(mu_);
+    for (;;) {
+      if (conn_gen_ != gen) return;  // died and replaced meanwhile (manager only: cannot happen)
+      std::vector<OpPtr> batch;
+      auto now = Clock::now();
+      for (auto& [s, op] : ops_) {
+        if (op->gen != 0) continue;
+        op->gen = gen;
+        op->sent_at = now;
+        op->sending.fetch_add(1);
+        batch.push_back(op);
+      }
+      if (batch.empty()) {
+        published_ = true;
+        return;
+      }
+      l.unlock();
+      for (auto& op : batch) SendOp(c, op);
+      l.lock();
+    }
   }
 
   // Detaches and closes the current connection; every op in flight on it
@@ -497,10 +501,10 @@ class GatewayBlockDevice::Impl {
     bool frozen = !d_->switchable_.load();
     if (frozen || (fixed && *fixed == failed)) {
       d_->status_.store(static_cast<int>(VolumeStatus::kSwitch));
+      uint64_t e = frozen ? Epoch() : Epoch() + 1;
       log_.Warn("volume " + cfg_.volume + ": gateway " + failed + " failed (" + reason + "); " +
-                (frozen ? "not switchable" : "fixed mode") + ": reconnecting to it at epoch " +
-                std::to_string(Epoch()));
-      if (TryOne(failed, frozen ? Epoch() : Epoch() + 1, "reconnect after failure (" + reason + ")")) return;
+                (frozen ? "not switchable" : "fixed mode") + ": reconnecting to it at epoch " + std::to_string(e));
+      if (TryOne(failed, e, "reconnect after failure (" + reason + ")")) return;
       EnterFault(failed, reason);
       return;
     }
