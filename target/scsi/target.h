@@ -90,6 +90,7 @@ class Target : public CommandSink {
   TargetOptions opts_;
   mutable std::shared_mutex mu_;   // guards luns_ (readers: one lookup per command)
   std::map<uint64_t, std::shared_ptr<LogicalUnit>> luns_;
+  std::map<uint64_t, std::string> nexuses_;  // live nexus id -> I_T nexus key
 };
 
 // The 8-byte LUN field for `lun` as REPORT LUNS lists it (SAM-5 peripheral
