@@ -312,12 +312,16 @@ Status FileStore::Rebase(VolumeMeta* m, const char* crash_prefix) {
   auto nh = NewChunkDir();
   FERRY_RETURN_IF_ERROR(nh.status());
   uint64_t old = m->head;
+  std::set<ChunkRef> hidden, refs;  // base chunks the head's own files replaced
+  for (uint64_t i = 0; i < eff.size(); ++i)
+    if (m->base[i] && m->base[i] != eff[i]) hidden.insert({m->base[i], i});
   m->base = std::move(eff);
   m->head = *nh;
   ctx_->CrashPoint((std::string(crash_prefix) + ".before_commit").c_str());
   FERRY_RETURN_IF_ERROR(SaveMeta(*m));
   ctx_->CrashPoint((std::string(crash_prefix) + ".after_commit").c_str());
   RemoveHeadDirLeftovers(old);
+  if (!hidden.empty() && ReferencedChunks("", &refs).ok()) FreeChunks(hidden, refs);
   return Status::Ok();
 }
 
@@ -373,7 +377,12 @@ Status FileStore::ReferencedChunks(const std::string& except, std::set<ChunkRef>
       for (uint64_t i = 0; i < map.size(); ++i)
         if (map[i]) refs->insert({map[i], i});
     };
-    add(m.base);
+    // The head's own files (even empty ones) hide base chunks for good: a base
+    // chunk comes back into view only through a metadata change, which needs
+    // the store lock this caller holds.
+    ChunkMap eff;
+    FERRY_RETURN_IF_ERROR(EffectiveMap(m, false, &eff));
+    add(eff);
     for (const auto& s : m.snaps) add(s.map);
   }
   return Status::Ok();
@@ -484,6 +493,7 @@ Status FileStore::ExtendVolume(const std::string& name, uint64_t new_size) {
   ctx_->CrashPoint("extend.before_commit");
   FERRY_RETURN_IF_ERROR(SaveMeta(m));
   ctx_->CrashPoint("extend.after_commit");
+  (*st)->NoteExtended(new_size);
   return Status::Ok();
 }
 

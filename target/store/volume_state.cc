@@ -365,6 +365,11 @@ int VolumeState::CreatePriv(uint64_t idx, bool empty, Status* st) {
   // Copy-on-write: copy into a temp name, make it durable, then link() it in
   // place; link fails with EEXIST if someone else won, never overwrites.
   Status rs = ReadSharedChunk(ctx_->chunks_fd, v.base[idx], idx, &v.shared[idx], nullptr, 0, 0);
+  if (rs.code() == Status::Code::kNotFound) {
+    // Freed because another writer's copy already hides it: use that copy.
+    int fd = PrivFd(idx, st);
+    if (fd >= 0 || !st->ok()) return fd;
+  }
   if (!rs.ok()) {
     *st = rs;
     return -1;

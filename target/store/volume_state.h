@@ -59,7 +59,11 @@ class VolumeState {
   uint64_t uuid() const { return uuid_; }
   bool dead() const;
   void MarkDead();
+  // Size as of this process's last look at the metadata (other processes'
+  // extends show after the next I/O here).
   uint64_t size() const { return size_.load(std::memory_order_acquire); }
+  // Called by this process's own extend (under LockExclusive).
+  void NoteExtended(uint64_t size) { size_.store(size, std::memory_order_release); }
 
   // Epoch in force, read under the shared lock (waits out an exclusive op).
   Result<uint64_t> CurrentEpoch();
