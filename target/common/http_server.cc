@@ -97,6 +97,10 @@ class HttpServer::Factory : public Poco::Net::HTTPRequestHandlerFactory {
         std::streamsize limit = static_cast<std::streamsize>(s_->opts_.max_body_bytes);
         if (rq.hasContentLength() && rq.getContentLength64() > limit) {
           out = HttpResponse::Error(413, "request body larger than " + std::to_string(limit) + " bytes");
+        } else if (!rq.hasContentLength() && !rq.getChunkedTransferEncoding()) {
+          // No Content-Length and not chunked (e.g. `curl -X PUT URL`): the body
+          // is empty. Reading the stream would wait for the keep-alive timeout.
+          out = s_->Dispatch(req);
         } else {
           std::istream& in = rq.stream();
           std::string body;
