@@ -1,0 +1,355 @@
+// The tgtmaster-compatible API: same paths, parameters, methods and JSON
+// field names as the original system (docs/api-compat.md).
+#include "backend/api.h"
+#include "backend/api_common.h"
+
+#include <set>
+
+namespace ferry::backend {
+namespace {
+
+JObj Success() {
+  JObj o = NewObj();
+  o->set("Result", "success");
+  return o;
+}
+
+Result<int64_t> ParseInt(const std::string& what, const std::string& s) {
+  if (s.empty()) return Status::InvalidArgument(what + " is missing");
+  try {
+    size_t pos = 0;
+    long long v = std::stoll(s, &pos);
+    if (pos != s.size()) throw std::invalid_argument(s);
+    return static_cast<int64_t>(v);
+  } catch (const std::exception&) {
+    return Status::InvalidArgument(what + " must be an integer: " + s);
+  }
+}
+
+JObj ServerInfo(const std::string& ip_port, int64_t count, std::optional<bool> online) {
+  JObj o = NewObj();
+  o->set("IpPort", ip_port);
+  o->set("VolumeCount", count);
+  if (online) o->set("Status", *online ? 0 : 1);
+  return o;
+}
+
+JObj VolumeLine(const std::string& vol, const std::string& gw, const std::string& tgt) {
+  JObj o = NewObj();
+  o->set("VolumeName", vol);
+  o->set("GateWay", gw);
+  o->set("TgtServer", tgt);
+  return o;
+}
+
+HttpResponse SysIscsi(Backend& b, const ApiOptions& opts, const HttpRequest& r) {
+  const std::string ops = r.Query("ops");
+  const std::string name = r.Query("name");
+  if (ops.empty()) return Fail(Status::InvalidArgument("ops is missing"));
+  bool read_only = ops == "show" || ops == "get_lun" || (ops == "timeout" && r.Query("type") == "show");
+  if (!read_only && !HasToken(r, opts.token)) return Unauthorized();
+  auto need_name = [&]() -> Status {
+    if (name.empty()) return Status::InvalidArgument("name is missing");
+    return ValidateName("volume", name);
+  };
+
+  if (ops == "timeout") {
+    const std::string type = r.Query("type");
+    const std::string tgt = r.Query("tgt");
+    if (type.empty()) return Fail(Status::InvalidArgument("type is missing"));
+    if (type == "show") {
+      auto tv = b.ShowTimeouts(tgt);
+      if (!tv.ok()) return Fail(tv.status());
+      JObj o = Success();
+      JArr a = NewArr();
+      for (auto& t : *tv) {
+        JObj to = NewObj();
+        to->set("tgt", t.target);
+        for (const auto& k : TimeoutTypes()) to->set(k, t.values[k]);
+        a->add(to);
+      }
+      o->set("Timeouts", a);
+      return Reply(r, o);
+    }
+    auto d = ParseInt("duration", r.Query("duration"));
+    if (!d.ok()) return Fail(d.status());
+    Status s = b.SetTimeout(type, *d, tgt);
+    if (!s.ok()) return Fail(s);
+    JObj o = Success();
+    o->set("type", type);
+    o->set("duration", *d);
+    if (!tgt.empty()) o->set("tgt", tgt);
+    return Reply(r, o);
+  }
+  if (ops == "add_lun") {
+    if (Status s = need_name(); !s.ok()) return Fail(s);
+    auto p = b.AddLun(name, r.Query("tgt"), r.Query("iqn"));
+    if (!p.ok()) return Fail(p.status());
+    JObj o = Success();
+    o->set("ip", p->ip);
+    o->set("iqn", p->iqn);
+    return Reply(r, o);
+  }
+  if (ops == "del_lun") {
+    if (Status s = need_name(); !s.ok()) return Fail(s);
+    Status s = b.DelLun(name, r.Query("tgt"));
+    if (!s.ok()) return Fail(s);
+    return Reply(r, Success());
+  }
+  if (ops == "get_lun") {
+    if (Status s = need_name(); !s.ok()) return Fail(s);
+    auto v = b.GetVolume(name);
+    if (!v.ok()) return Fail(v.status());
+    JObj o = Success();
+    o->set("name", name);
+    o->set("capacity", v->row.size);
+    JArr a = NewArr();
+    for (auto& l : v->luns) {
+      JObj lo = NewObj();
+      lo->set("Ip", l.target);
+      lo->set("Iqn", l.iqn);
+      lo->set("LunId", l.lun);
+      lo->set("Tid", l.tid);
+      a->add(lo);
+    }
+    o->set("Luns", a);
+    return Reply(r, o);
+  }
+  if (ops == "show") {
+    auto ts = b.db()->ListTargets();
+    if (!ts.ok()) return Fail(ts.status());
+    JObj o = NewObj();
+    JArr iscsi = NewArr();
+    for (auto& t : *ts) {
+      auto luns = b.db()->LunsOfTarget(t.ip);
+      if (!luns.ok()) return Fail(luns.status());
+      JObj to = NewObj();
+      to->set("Ip", t.ip);
+      to->set("Status", t.online ? 0 : 1);
+      JArr names = NewArr();
+      for (auto& l : *luns) {
+        JObj n = NewObj();
+        n->set("VolName", l.volume);
+        n->set("LunId", l.lun);
+        n->set("Iqn", l.iqn);
+        n->set("Tid", l.tid);
+        names->add(n);
+      }
+      to->set("Names", names);
+      iscsi->add(to);
+    }
+    o->set("Iscsi", iscsi);
+    JArr tgt = NewArr();
+    auto sess = b.TargetSessionBodies();
+    if (sess.ok()) {
+      std::map<std::string, JArr> by_iqn;
+      for (auto& [ip, body] : *sess) {
+        auto so = ParseObject(body);
+        if (!so.ok()) continue;
+        JArr a = (*so)->getArray("sessions");
+        for (size_t i = 0; a && i < a->size(); ++i) {
+          JObj s = a->getObject(static_cast<unsigned>(i));
+          if (!s) continue;
+          std::string iqn = StrOr(s, "target");
+          if (!by_iqn[iqn]) by_iqn[iqn] = NewArr();
+          JObj m = NewObj();
+          m->set("ip", "IP Address: " + StrOr(s, "address"));
+          m->set("iqn", "Initiator: " + StrOr(s, "initiator") + " alias: none");
+          by_iqn[iqn]->add(m);
+        }
+      }
+      for (auto& [iqn, arr] : by_iqn) {
+        JObj e = NewObj();
+        e->set("mation", arr);
+        e->set("iqn", iqn);
+        tgt->add(e);
+      }
+    }
+    o->set("Tgt", tgt);
+    return Reply(r, o);
+  }
+  if (ops == "del_iqn") {
+    const std::string iqn = r.Query("iqn");
+    if (iqn.empty()) return Fail(Status::InvalidArgument("iqn is missing"));
+    Status s = b.DelIqn(iqn);
+    if (!s.ok()) return Fail(s);
+    return Reply(r, Success());
+  }
+  if (ops == "mov_lun") {
+    if (Status s = need_name(); !s.ok()) return Fail(s);
+    const std::string to = r.Query("iscsi");
+    if (to.empty()) return Fail(Status::InvalidArgument("iscsi is missing"));
+    auto p = b.MoveLun(name, to);
+    if (!p.ok()) return Fail(p.status());
+    JObj o = Success();
+    o->set("ip", p->ip);
+    o->set("iqn", p->iqn);
+    return Reply(r, o);
+  }
+  if (ops == "expand_lun") {
+    if (Status s = need_name(); !s.ok()) return Fail(s);
+    auto size = b.ExpandLun(name);
+    if (!size.ok()) return Fail(size.status());
+    JObj o = Success();
+    o->set("size", *size);
+    return Reply(r, o);
+  }
+  if (ops == "switchable_lun") {
+    if (Status s = need_name(); !s.ok()) return Fail(s);
+    const std::string flag = r.Query("flag");
+    if (flag != "on" && flag != "off") return Fail(Status::InvalidArgument("flag must be on or off"));
+    Status s = b.SetSwitchable(name, flag == "on");
+    if (!s.ok()) return Fail(s);
+    return Reply(r, Success());
+  }
+  return Fail(Status::InvalidArgument("unknown ops '" + ops + "'"));
+}
+
+}  // namespace
+
+void RegisterCompatRoutes(HttpServer& server, Backend& b, const ApiOptions& opts) {
+  HttpServer::RouteOpts open{false};  // auth decided per operation inside
+  for (const char* m : {"GET", "POST", "PUT"})
+    server.Route(m, "/sys/iscsi", [&b, opts](const HttpRequest& r) { return SysIscsi(b, opts, r); }, open);
+
+  server.Route("PUT", "/tgtmaster/register/gateway", [&b](const HttpRequest& r) {
+    if (!r.HasQuery("gateway")) return Fail(Status::InvalidArgument("gateway is missing"));
+    Status s = b.RegisterGateway(r.Query("gateway"));
+    if (!s.ok()) return Fail(s);
+    return Reply(r, Success());
+  });
+  server.Route("DELETE", "/tgtmaster/register/gateway", [&b](const HttpRequest& r) {
+    Status s = b.UnregisterGateway(r.Query("gateway"));
+    if (!s.ok()) return Fail(s);
+    return Reply(r, Success());
+  });
+  server.Route("PUT", "/tgtmaster/register/tgt", [&b](const HttpRequest& r) {
+    if (!r.HasQuery("tgt")) return Fail(Status::InvalidArgument("tgt is missing"));
+    auto port = r.HasQuery("port") ? ParseInt("port", r.Query("port")) : Result<int64_t>(3260);
+    if (!port.ok()) return Fail(port.status());
+    if (!r.HasQuery("admin")) return Fail(Status::InvalidArgument("admin is missing"));
+    Status s = b.RegisterTarget(r.Query("tgt"), static_cast<int>(*port), r.Query("admin"));
+    if (!s.ok()) return Fail(s);
+    return Reply(r, Success());
+  });
+
+  auto gatewaymap = [&b](const HttpRequest& r) {
+    auto gs = b.db()->ListGateways();
+    if (!gs.ok()) return Fail(gs.status());
+    auto counts = b.db()->ExportedVolumeCountByGateway();
+    if (!counts.ok()) return Fail(counts.status());
+    JObj o = NewObj();
+    o->set("ServerCount", static_cast<int64_t>(gs->size()));
+    JArr a = NewArr();
+    for (auto& g : *gs) a->add(ServerInfo(g.addr, (*counts)[g.addr], g.online));
+    o->set("ServerInfos", a);
+    return Reply(r, o);
+  };
+  auto tgtmap = [&b](const HttpRequest& r) {
+    auto ts = b.db()->ListTargets();
+    if (!ts.ok()) return Fail(ts.status());
+    auto counts = b.db()->LunCountByTarget();
+    if (!counts.ok()) return Fail(counts.status());
+    JObj o = NewObj();
+    o->set("ServerCount", static_cast<int64_t>(ts->size()));
+    JArr a = NewArr();
+    for (auto& t : *ts) a->add(ServerInfo(t.ip, (*counts)[t.ip], t.online));
+    o->set("ServerInfos", a);
+    return Reply(r, o);
+  };
+  auto tgt_one = [&b](const HttpRequest& r, bool detail) {
+    std::string ip = r.Query("tgt");
+    if (ip.empty()) return Fail(Status::InvalidArgument("tgt is missing"));
+    auto t = b.db()->GetTarget(ip);
+    if (!t.ok()) return Fail(t.status());
+    if (!t->has_value()) return Fail(Status::NotFound("no such tgt: " + ip));
+    auto luns = b.db()->LunsOfTarget(ip);
+    if (!luns.ok()) return Fail(luns.status());
+    JObj info = ServerInfo(ip, static_cast<int64_t>(luns->size()), std::nullopt);
+    if (!detail) return Reply(r, info);
+    JObj o = NewObj();
+    o->set("Info", info);
+    JArr a = NewArr();
+    for (auto& l : *luns) a->add(VolumeLine(l.volume, l.gateway, l.target));
+    o->set("Volumes", a);
+    return Reply(r, o);
+  };
+  auto gw_one = [&b](const HttpRequest& r, bool detail) {
+    std::string gw = r.Query("gw");
+    if (gw.empty()) return Fail(Status::InvalidArgument("gw is missing"));
+    auto g = b.db()->GetGateway(gw);
+    if (!g.ok()) return Fail(g.status());
+    if (!g->has_value()) return Fail(Status::NotFound("no such gateway: " + gw));
+    auto luns = b.db()->LunsOfGateway(gw);
+    if (!luns.ok()) return Fail(luns.status());
+    std::set<std::string> vols;
+    for (auto& l : *luns) vols.insert(l.volume);
+    JObj info = ServerInfo(gw, static_cast<int64_t>(vols.size()), std::nullopt);
+    if (!detail) return Reply(r, info);
+    JObj o = NewObj();
+    o->set("Info", info);
+    JArr a = NewArr();
+    for (auto& l : *luns) a->add(VolumeLine(l.volume, l.gateway, l.target));
+    o->set("Volumes", a);
+    return Reply(r, o);
+  };
+  auto volume = [&b](const HttpRequest& r) {
+    std::string name = r.Query("volname");
+    if (name.empty()) return Fail(Status::InvalidArgument("volname is missing"));
+    auto v = b.GetVolume(name);
+    if (!v.ok()) return Fail(v.status());
+    if (v->luns.empty()) return Reply(r, VolumeLine(name, v->row.preferred_gw, ""));
+    const auto& l = v->luns.front();
+    JObj o = VolumeLine(name, l.gateway, l.target);
+    if (v->luns.size() > 1) {
+      JArr all = NewArr();
+      for (auto& x : v->luns) all->add(VolumeLine(name, x.gateway, x.target));
+      o->set("Exports", all);
+    }
+    return Reply(r, o);
+  };
+  HttpServer::RouteOpts query{false};
+  for (const char* m : {"PUT", "GET"}) {
+    server.Route(m, "/tgtmaster/gatewaymap", gatewaymap, query);
+    server.Route(m, "/tgtmaster/tgtmap", tgtmap, query);
+    server.Route(m, "/tgtmaster/tgt", [tgt_one](const HttpRequest& r) { return tgt_one(r, false); }, query);
+    server.Route(m, "/tgtmaster/detailtgt", [tgt_one](const HttpRequest& r) { return tgt_one(r, true); }, query);
+    server.Route(m, "/tgtmaster/gateway", [gw_one](const HttpRequest& r) { return gw_one(r, false); }, query);
+    server.Route(m, "/tgtmaster/detailgateway", [gw_one](const HttpRequest& r) { return gw_one(r, true); }, query);
+    server.Route(m, "/tgtmaster/volume", volume, query);
+  }
+
+  server.Route("GET", "/tgtmaster/volume/status", [&b](const HttpRequest& r) {
+    auto bodies = b.TargetStatusBodies();
+    if (!bodies.ok()) return Fail(bodies.status());
+    JArr out = NewArr();
+    for (auto& [ip, body] : *bodies) {
+      auto o = ParseObject(body);
+      if (!o.ok()) continue;
+      JArr a = (*o)->getArray("volumes");
+      for (size_t i = 0; a && i < a->size(); ++i) {
+        JObj row = a->getObject(static_cast<unsigned>(i));
+        if (!row) continue;
+        JObj copy = NewObj();
+        for (const auto& [k, v] : *row) copy->set(k, v);
+        copy->set("tgt", ip);
+        out->add(copy);
+      }
+    }
+    return Reply(r, out);
+  });
+
+  server.Route("PUT", "/sys/debug/fixedmode", [&b](const HttpRequest& r) {
+    if (r.Query("gateway").empty()) return Fail(Status::InvalidArgument("gateway is missing"));
+    Status s = b.SetFixedMode(r.Query("gateway"));
+    if (!s.ok()) return Fail(s);
+    return Reply(r, Success());
+  });
+  server.Route("DELETE", "/sys/debug/fixedmode", [&b](const HttpRequest& r) {
+    Status s = b.ClearFixedMode();
+    if (!s.ok()) return Fail(s);
+    return Reply(r, Success());
+  });
+}
+
+}  // namespace ferry::backend

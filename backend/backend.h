@@ -1,0 +1,191 @@
+// Backend: the control plane's logic as a plain class (no sockets of its own).
+//
+// Promise: every state change goes through EventLog::Commit (the one code
+// path); orchestration writes its intent first ("creating", "adding",
+// "removing", ...), then acts on gateways/targets through PeerApi, then
+// commits the outcome, so a crash at any point leaves a row the Reconciler
+// can finish or undo. Operations on one volume are serialised; different
+// volumes proceed in parallel. Bad input comes back as kInvalidArgument,
+// unknown names as kNotFound, nothing is half-changed. Thread-safe.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "backend/events.h"
+#include "backend/peers.h"
+#include "db/database.h"
+#include "target/common/logger.h"
+
+namespace ferry::backend {
+
+struct BackendOptions {
+  std::string iqn_prefix = "iqn.2026-11.io.ferry";
+  int heartbeat_miss = 3;                          // missed beats -> offline
+  std::chrono::milliseconds heartbeat_period{5000};  // peers beat this often
+  int64_t capacity_bytes = 0;                      // 0 = not limited ("infinite")
+  std::string crash_at;                            // test hook: _exit(9) at this point
+};
+
+// Serialises work per key (volume name) without one global lock.
+class KeyedLocks {
+ public:
+  class Guard {
+   public:
+    Guard(KeyedLocks* k, std::string key);
+    ~Guard();
+    Guard(const Guard&) = delete;
+    Guard& operator=(const Guard&) = delete;
+   private:
+    KeyedLocks* k_;
+    std::string key_;
+  };
+  Guard Lock(const std::string& key) { return Guard(this, key); }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::map<std::string, bool> held_;
+};
+
+struct VolumeView {
+  db::VolumeRow row;
+  std::vector<db::SnapshotRow> snapshots;
+  std::vector<db::LunRow> luns;
+  bool created = false;  // CreateVolume: true when new, false for a safe retry
+};
+
+struct LunPlacement {
+  std::string ip;      // target portal ip
+  int port = 3260;     // iSCSI port
+  std::string iqn;
+  int64_t lun = 1;
+  int64_t tid = 0;
+  int64_t epoch = 0;
+  std::string gateway;
+};
+
+struct Connector {
+  std::string ip, host, initiator;
+  std::string raw;  // the JSON as given
+};
+
+struct TimeoutsView {
+  std::string target;  // ip
+  std::map<std::string, int64_t> values;
+};
+
+struct Stats {
+  int64_t volumes = 0;
+  int64_t provisioned_bytes = 0;
+  int64_t capacity_bytes = 0;  // 0 = infinite
+  int64_t luns = 0;
+  int64_t targets_online = 0, gateways_online = 0;
+};
+
+struct ReconcileReport {
+  int fixed = 0;        // rows finished or undone
+  int orphans = 0;      // LUNs found on targets that the map did not have
+  int skipped = 0;      // could not act (peer unreachable); retried next time
+  std::vector<std::string> actions;
+};
+
+// Names users give: 1..128 of [A-Za-z0-9._-], not starting with '.' or '-'.
+Status ValidateName(const std::string& what, const std::string& name);
+// The seven failover timeouts; validation as DESIGN.md says.
+Status ValidateTimeout(const std::string& type, int64_t seconds);
+const std::vector<std::string>& TimeoutTypes();
+int64_t DefaultTimeout(const std::string& type);
+
+class Backend {
+ public:
+  Backend(db::Database* db, EventLog* log, PeerApi* peers, BackendOptions opts, Logger logger);
+
+  // Volumes (sizes in bytes).
+  Result<VolumeView> CreateVolume(const std::string& name, int64_t size, const std::string& src_volume,
+                                  const std::string& src_snapshot);
+  Result<VolumeView> GetVolume(const std::string& name);
+  Result<std::vector<db::VolumeRow>> ListVolumes();
+  Status DeleteVolume(const std::string& name);
+  Result<VolumeView> ExtendVolume(const std::string& name, int64_t size);
+  Result<db::SnapshotRow> CreateSnapshot(const std::string& volume, const std::string& snap);
+  Status DeleteSnapshot(const std::string& volume, const std::string& snap);
+  Status RevertVolume(const std::string& volume, const std::string& snap);
+
+  // LUNs (the compatibility API's add_lun & co).
+  Result<LunPlacement> AddLun(const std::string& volume, const std::string& tgt_ip, const std::string& iqn,
+                              const std::string& initiator = "");
+  Status DelLun(const std::string& volume, const std::string& tgt_ip);
+  Result<int64_t> LunCapacity(const std::string& volume);
+  Status DelIqn(const std::string& iqn);
+  Result<LunPlacement> MoveLun(const std::string& volume, const std::string& to_ip);
+  Result<int64_t> ExpandLun(const std::string& volume);
+  Status SetSwitchable(const std::string& volume, bool on);
+
+  // Attachments (v1 API for Cinder).
+  Result<std::vector<LunPlacement>> Attach(const std::string& volume, const Connector& c);
+  Result<bool> Detach(const std::string& volume, const Connector& c);  // -> shared
+
+  // Registry.
+  Status RegisterGateway(const std::string& spec);  // "ip:nbd:admin"
+  Status UnregisterGateway(const std::string& addr_or_spec);
+  Status RegisterTarget(const std::string& ip, int port, const std::string& admin);
+  // Marks peers whose beats stopped as offline. Called periodically.
+  void CheckHeartbeats();
+
+  // Settings.
+  Status SetTimeout(const std::string& type, int64_t seconds, const std::string& tgt_ip);
+  Result<std::vector<TimeoutsView>> ShowTimeouts(const std::string& tgt_ip);
+  Status SetFixedMode(const std::string& gateway);
+  Status ClearFixedMode();
+  Result<std::string> FixedMode();
+
+  // Queries.
+  Result<Stats> GetStats();
+  // Every online target's GET /v1/status rows (raw JSON objects) with "tgt" added.
+  Result<std::vector<std::pair<std::string, std::string>>> TargetStatusBodies();
+  Result<std::vector<std::pair<std::string, std::string>>> TargetSessionBodies();
+
+  // Compares the map with what gateways and targets report and converges.
+  ReconcileReport Reconcile();
+
+  db::Database* db() { return db_; }
+  const BackendOptions& options() const { return opts_; }
+
+ private:
+  struct Peer {
+    std::string addr, admin;
+  };
+  Result<Peer> GatewayFor(const db::VolumeRow& v);  // an online gateway for volume ops
+  Result<std::vector<db::GatewayRow>> OnlineGateways();
+  Result<db::TargetRow> PickTarget(const std::string& ip_hint, bool strict);
+  Result<std::string> PlaceGateway();
+  std::string DefaultIqn(const std::string& volume) const;
+  Result<db::VolumeRow> LoadVolume(const std::string& name);
+  Result<LunPlacement> AddLunLocked(const db::VolumeRow& v, const db::TargetRow& t, const std::string& iqn,
+                                    const std::string& initiator);
+  Status DelLunLocked(const db::VolumeRow& v, const db::LunRow& row);
+  Status RaiseEpoch(const db::VolumeRow& v, int64_t at_least, int64_t* out);
+  void Crash(const std::string& point) const;
+  int64_t NowMs() const;
+
+  db::Database* db_;
+  EventLog* log_;
+  PeerApi* peers_;
+  BackendOptions opts_;
+  Logger logger_;
+  KeyedLocks locks_;
+  std::mutex beats_mu_;
+  std::map<std::string, std::chrono::steady_clock::time_point> beats_;  // "t:ip" / "g:addr"
+  std::chrono::steady_clock::time_point started_;
+};
+
+}  // namespace ferry::backend
