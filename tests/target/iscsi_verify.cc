@@ -48,7 +48,7 @@ struct Args {
 };
 
 struct Shared {
-  std::atomic<uint64_t> ops{0}, reads{0}, writes{0}, errors{0}, mismatches{0}, stale{0};
+  std::atomic<uint64_t> ops{0}, reads{0}, writes{0}, errors{0}, mismatches{0}, stale{0}, unit_attentions{0};
   std::atomic<uint64_t> max_latency_us{0};
   std::atomic<bool> stop{false};
   std::mutex print_mu;
@@ -121,8 +121,17 @@ bool Connect(const Args& a, const std::string& initiator, Session* s) {
 bool DoIo(Shared& sh, Session& s, const Args& a, bool write, uint64_t block, std::vector<unsigned char>& buf) {
   uint64_t lba = (a.first_block + block) * (a.io_size / 512);
   auto t0 = Clock::now();
-  scsi_task* t = write ? iscsi_write16_sync(s.ctx, s.lun, lba, buf.data(), a.io_size, 512, 0, 0, 0, 0, 0)
-                       : iscsi_read16_sync(s.ctx, s.lun, lba, a.io_size, 512, 0, 0, 0, 0, 0);
+  scsi_task* t = nullptr;
+  // A UNIT ATTENTION (LUNs added/removed, capacity changed) is retried, as
+  // every real initiator does; anything else is an error.
+  for (int attempt = 0; attempt < 8; ++attempt) {
+    t = write ? iscsi_write16_sync(s.ctx, s.lun, lba, buf.data(), a.io_size, 512, 0, 0, 0, 0, 0)
+              : iscsi_read16_sync(s.ctx, s.lun, lba, a.io_size, 512, 0, 0, 0, 0, 0);
+    if (!t || t->status != SCSI_STATUS_CHECK_CONDITION || t->sense.key != SCSI_SENSE_UNIT_ATTENTION) break;
+    sh.unit_attentions++;
+    scsi_free_scsi_task(t);
+    t = nullptr;
+  }
   uint64_t us = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t0).count();
   uint64_t prev = sh.max_latency_us.load();
   while (us > prev && !sh.max_latency_us.compare_exchange_weak(prev, us)) {
@@ -283,9 +292,9 @@ int main(int argc, char** argv) {
   }
   std::printf("{\"ops\":%" PRIu64 ",\"reads\":%" PRIu64 ",\"writes\":%" PRIu64 ",\"errors\":%" PRIu64
               ",\"run_errors\":%" PRIu64 ",\"mismatches\":%" PRIu64 ",\"stale\":%" PRIu64
-              ",\"max_latency_ms\":%.1f,\"verified\":%" PRIu64 ",\"run_ops\":%" PRIu64 "}\n",
+              ",\"max_latency_ms\":%.1f,\"verified\":%" PRIu64 ",\"run_ops\":%" PRIu64 ",\"unit_attentions\":%" PRIu64 "}\n",
               sh.ops.load(), sh.reads.load(), sh.writes.load(), sh.errors.load(), run_errors, sh.mismatches.load(),
-              sh.stale.load(), sh.max_latency_us.load() / 1000.0, verified, run_ops);
+              sh.stale.load(), sh.max_latency_us.load() / 1000.0, verified, run_ops, sh.unit_attentions.load());
   std::fflush(stdout);
   return sh.errors.load() == 0 && sh.mismatches.load() == 0 ? 0 : 1;
 }
