@@ -142,7 +142,7 @@ class Target:
 
 
 def run(argv, timeout=60, check=True, input=None):
-    p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, input=input)
+    p = subprocess.run(argv, capture_output=True, text=True, errors="replace", timeout=timeout, input=input)
     if check and p.returncode != 0:
         raise AssertionError(f"{argv} failed ({p.returncode}): {p.stdout}\n{p.stderr}")
     return p
