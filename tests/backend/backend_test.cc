@@ -1,0 +1,497 @@
+// Unit tests of backend::Backend on a real SQLite file, with FakePeers
+// standing in for gateways and targets.
+#include "backend/backend.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <thread>
+
+#include "tests/backend/fake_peers.h"
+
+namespace ferry::backend {
+namespace {
+
+constexpr int64_t kGiB = 1LL << 30;
+
+// By value, so a range-for over it does not dangle.
+template <typename T>
+T Val(Result<T> r) {
+  EXPECT_TRUE(r.ok()) << r.status().ToString();
+  return r.ok() ? std::move(r).value() : T{};
+}
+
+class BackendTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/ferry_backend_test.XXXXXX";
+    dir_ = mkdtemp(tmpl);
+    Reopen();
+  }
+  void TearDown() override {
+    be_.reset();
+    log_.reset();
+    db_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+  void Reopen(BackendOptions o = {}) {
+    be_.reset();
+    log_.reset();
+    db_.reset();
+    auto d = db::Database::Open(dir_ + "/map.db");
+    ASSERT_TRUE(d.ok()) << d.status().ToString();
+    db_ = std::move(d).value();
+    log_ = std::make_unique<EventLog>(db_.get());
+    be_ = std::make_unique<Backend>(db_.get(), log_.get(), &peers_, o, Logger("test", LogLevel::kError));
+  }
+  void Cluster() {
+    ASSERT_TRUE(be_->RegisterGateway("127.0.0.1:8585:8686").ok());
+    ASSERT_TRUE(be_->RegisterGateway("127.0.0.1:8586:8687").ok());
+    ASSERT_TRUE(be_->RegisterTarget("127.0.0.2", 3260, "127.0.0.2:8890").ok());
+    ASSERT_TRUE(be_->RegisterTarget("127.0.0.3", 3260, "127.0.0.3:8890").ok());
+  }
+  void Offline(const std::string& ip) {
+    ASSERT_TRUE(log_->Commit(Event{"target.offline", {{"ip", ip}, {"at", "1"}}}).ok());
+  }
+  db::LunRow Lun(const std::string& vol, const std::string& ip) {
+    for (auto& l : Val(db_->LunsOfVolume(vol)))
+      if (l.target == ip) return l;
+    ADD_FAILURE() << "no lun " << vol << "@" << ip;
+    return {};
+  }
+  std::string dir_;
+  FakePeers peers_;
+  std::unique_ptr<db::Database> db_;
+  std::unique_ptr<EventLog> log_;
+  std::unique_ptr<Backend> be_;
+};
+
+TEST_F(BackendTest, CreateIsSafeToRetryAndRefusesDifferentParameters) {
+  Cluster();
+  auto v = be_->CreateVolume("vol1", kGiB, "", "");
+  ASSERT_TRUE(v.ok()) << v.status().ToString();
+  EXPECT_TRUE(v->created);
+  EXPECT_EQ(v->row.state, "available");
+  EXPECT_EQ(peers_.vols.count("vol1"), 1u);
+  auto again = be_->CreateVolume("vol1", kGiB, "", "");
+  ASSERT_TRUE(again.ok());
+  EXPECT_FALSE(again->created);
+  EXPECT_EQ(peers_.Count("gw.create"), 1);
+  EXPECT_EQ(be_->CreateVolume("vol1", 2 * kGiB, "", "").status().code(), Status::Code::kAlreadyExists);
+}
+
+TEST_F(BackendTest, BadInputChangesNothing) {
+  Cluster();
+  int64_t seq = *db_->LastEventSeq();
+  EXPECT_EQ(be_->CreateVolume("", kGiB, "", "").status().code(), Status::Code::kInvalidArgument);
+  EXPECT_EQ(be_->CreateVolume("../etc", kGiB, "", "").status().code(), Status::Code::kInvalidArgument);
+  EXPECT_EQ(be_->CreateVolume("a/b", kGiB, "", "").status().code(), Status::Code::kInvalidArgument);
+  EXPECT_EQ(be_->CreateVolume(std::string(200, 'x'), kGiB, "", "").status().code(), Status::Code::kInvalidArgument);
+  EXPECT_EQ(be_->CreateVolume("ok", 0, "", "").status().code(), Status::Code::kInvalidArgument);
+  EXPECT_EQ(be_->CreateVolume("ok", kGiB, "missing", "").status().code(), Status::Code::kNotFound);
+  EXPECT_EQ(be_->AddLun("nope", "", "").status().code(), Status::Code::kNotFound);
+  EXPECT_EQ(be_->AddLun("ok", "not-an-ip", "").status().code(), Status::Code::kInvalidArgument);
+  EXPECT_EQ(be_->SetTimeout("recovery", 15, "").code(), Status::Code::kInvalidArgument);
+  EXPECT_EQ(be_->SetTimeout("read", 0, "").code(), Status::Code::kInvalidArgument);
+  EXPECT_EQ(be_->SetTimeout("switch", -1, "").code(), Status::Code::kInvalidArgument);
+  EXPECT_EQ(be_->SetTimeout("bogus", 10, "").code(), Status::Code::kInvalidArgument);
+  EXPECT_EQ(be_->RegisterGateway("127.0.0.1:8585").code(), Status::Code::kInvalidArgument);
+  EXPECT_EQ(be_->RegisterGateway("127.0.0.1:99999:1").code(), Status::Code::kInvalidArgument);
+  EXPECT_EQ(*db_->LastEventSeq(), seq);
+  EXPECT_EQ(*db_->CountVolumes(), 0);
+}
+
+TEST_F(BackendTest, GatewayFailureOnCreateLeavesNoVolume) {
+  Cluster();
+  peers_.fail_next = "gw.create";
+  auto v = be_->CreateVolume("v", kGiB, "", "");
+  EXPECT_EQ(v.status().code(), Status::Code::kUnavailable);
+  EXPECT_FALSE(db_->GetVolume("v")->has_value());
+  // No gateway at all: refused before anything is written.
+  ASSERT_TRUE(log_->Commit(Event{"gateway.offline", {{"addr", "127.0.0.1:8585"}}}).ok());
+  ASSERT_TRUE(log_->Commit(Event{"gateway.offline", {{"addr", "127.0.0.1:8586"}}}).ok());
+  EXPECT_EQ(be_->CreateVolume("w", kGiB, "", "").status().code(), Status::Code::kUnavailable);
+  EXPECT_EQ(*db_->CountVolumes(), 0);
+}
+
+TEST_F(BackendTest, PlacementPicksGatewayWithFewestVolumes) {
+  Cluster();
+  std::map<std::string, int> per;
+  for (int i = 0; i < 6; ++i) {
+    auto v = be_->CreateVolume("v" + std::to_string(i), kGiB, "", "");
+    ASSERT_TRUE(v.ok());
+    per[v->row.preferred_gw]++;
+  }
+  EXPECT_EQ(per["127.0.0.1:8585"], 3);
+  EXPECT_EQ(per["127.0.0.1:8586"], 3);
+}
+
+TEST_F(BackendTest, AddLunStartsAtNextEpochAndIsIdempotent) {
+  Cluster();
+  ASSERT_TRUE(be_->CreateVolume("vol", kGiB, "", "").ok());
+  peers_.vols["vol"].epoch = 4;
+  auto p = be_->AddLun("vol", "127.0.0.2", "");
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  EXPECT_EQ(p->iqn, "iqn.2026-11.io.ferry:vol");
+  EXPECT_EQ(p->lun, 1);
+  EXPECT_EQ(p->epoch, 5);
+  EXPECT_EQ(Lun("vol", "127.0.0.2").state, "ready");
+  EXPECT_EQ((*db_->GetVolume("vol"))->epoch, 5);
+  auto again = be_->AddLun("vol", "127.0.0.2", "");
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(peers_.Count("tgt.addlun"), 1);
+  EXPECT_EQ(be_->AddLun("vol", "127.0.0.9", "").status().code(), Status::Code::kNotFound);
+  Offline("127.0.0.3");
+  EXPECT_EQ(be_->AddLun("vol", "127.0.0.3", "").status().code(), Status::Code::kUnavailable);
+}
+
+TEST_F(BackendTest, TargetFailureUndoesTheLun) {
+  Cluster();
+  ASSERT_TRUE(be_->CreateVolume("vol", kGiB, "", "").ok());
+  peers_.fail_next = "tgt.addlun";
+  EXPECT_FALSE(be_->AddLun("vol", "127.0.0.2", "").ok());
+  EXPECT_TRUE(db_->LunsOfVolume("vol")->empty());
+  EXPECT_TRUE(peers_.tgts["127.0.0.2:8890"].tids.empty());  // the half-made target is gone
+}
+
+TEST_F(BackendTest, ExistingIqnGetsNextLun) {
+  Cluster();
+  ASSERT_TRUE(be_->CreateVolume("a", kGiB, "", "").ok());
+  ASSERT_TRUE(be_->CreateVolume("b", kGiB, "", "").ok());
+  auto pa = be_->AddLun("a", "127.0.0.2", "");
+  ASSERT_TRUE(pa.ok());
+  auto pb = be_->AddLun("b", "127.0.0.2", pa->iqn);
+  ASSERT_TRUE(pb.ok()) << pb.status().ToString();
+  EXPECT_EQ(pb->iqn, pa->iqn);
+  EXPECT_EQ(pb->lun, 2);
+  EXPECT_EQ(pb->tid, pa->tid);
+  EXPECT_EQ(be_->AddLun("b", "127.0.0.3", "iqn.2026-11.io.ferry:nothere").status().code(), Status::Code::kNotFound);
+  // Deleting one LUN keeps the shared target; deleting the IQN removes both.
+  ASSERT_TRUE(be_->DelLun("a", "127.0.0.2").ok());
+  EXPECT_EQ(peers_.tgts["127.0.0.2:8890"].tids.count(pa->iqn), 1u);
+  ASSERT_TRUE(be_->DelIqn(pa->iqn).ok());
+  EXPECT_EQ(peers_.tgts["127.0.0.2:8890"].tids.count(pa->iqn), 0u);
+  EXPECT_EQ(be_->DelIqn(pa->iqn).code(), Status::Code::kNotFound);
+}
+
+TEST_F(BackendTest, LiveMigrationJoinsAtCurrentEpochAndRestoresSwitchable) {
+  Cluster();
+  ASSERT_TRUE(be_->CreateVolume("vm", kGiB, "", "").ok());
+  auto a = be_->AddLun("vm", "127.0.0.2", "");
+  ASSERT_TRUE(a.ok());
+  // A's target switched on its own to the other gateway meanwhile.
+  peers_.FindLun("127.0.0.2:8890", "vm")->current = "127.0.0.1:8586";
+  int fences = peers_.Count("gw.fence");
+  auto b = be_->AddLun("vm", "127.0.0.3", "");
+  ASSERT_TRUE(b.ok()) << b.status().ToString();
+  EXPECT_EQ(b->epoch, a->epoch);  // joined, not raised
+  auto* lb = peers_.FindLun("127.0.0.3:8890", "vm");
+  ASSERT_NE(lb, nullptr);
+  EXPECT_EQ(lb->spec.current, "127.0.0.1:8586");
+  EXPECT_EQ(*lb->spec.epoch, a->epoch);
+  EXPECT_FALSE(lb->switchable);
+  EXPECT_FALSE(peers_.FindLun("127.0.0.2:8890", "vm")->switchable);
+  EXPECT_FALSE(Lun("vm", "127.0.0.2").switchable);
+  EXPECT_FALSE(Lun("vm", "127.0.0.3").switchable);
+  EXPECT_EQ(peers_.Count("gw.fence"), fences);
+  // Source drops its LUN: destination becomes switchable again; the gateway is untouched.
+  ASSERT_TRUE(be_->DelLun("vm", "127.0.0.2").ok());
+  EXPECT_TRUE(peers_.FindLun("127.0.0.3:8890", "vm")->switchable);
+  EXPECT_TRUE(Lun("vm", "127.0.0.3").switchable);
+  EXPECT_EQ(peers_.Count("gw.delete"), 0);
+  EXPECT_EQ(peers_.Count("gw.fence"), fences);
+  EXPECT_EQ(db_->LunsOfVolume("vm")->size(), 1u);
+}
+
+TEST_F(BackendTest, EvacuateFencesBeforeTheNewTargetServes) {
+  Cluster();
+  ASSERT_TRUE(be_->CreateVolume("vm", kGiB, "", "").ok());
+  auto a = be_->AddLun("vm", "127.0.0.2", "");
+  ASSERT_TRUE(a.ok());
+  Offline("127.0.0.2");
+  peers_.calls.clear();
+  auto b = be_->AddLun("vm", "127.0.0.3", "");
+  ASSERT_TRUE(b.ok()) << b.status().ToString();
+  EXPECT_GT(b->epoch, a->epoch);
+  int fence = peers_.IndexOf("gw.fence");
+  int add = peers_.IndexOf("tgt.addlun");
+  ASSERT_GE(fence, 0);
+  EXPECT_LT(fence, add);
+  EXPECT_GE(peers_.vols["vm"].epoch, b->epoch);
+  EXPECT_TRUE(peers_.FindLun("127.0.0.3:8890", "vm")->switchable);
+  // Dropping the dead target's LUN needs no fence again (B's epoch is newer).
+  int fences = peers_.Count("gw.fence");
+  ASSERT_TRUE(be_->DelLun("vm", "127.0.0.2").ok());
+  EXPECT_EQ(peers_.Count("gw.fence"), fences);
+  EXPECT_EQ(db_->LunsOfVolume("vm")->size(), 1u);
+}
+
+TEST_F(BackendTest, DetachFromDeadTargetFencesIt) {
+  Cluster();
+  ASSERT_TRUE(be_->CreateVolume("vm", kGiB, "", "").ok());
+  Connector c{"127.0.0.2", "hostA", "iqn.1994-05.com.redhat:a", "{}"};
+  auto p = be_->Attach("vm", c);
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  int64_t e = (*p)[0].epoch;
+  Offline("127.0.0.2");
+  auto shared = be_->Detach("vm", c);
+  ASSERT_TRUE(shared.ok()) << shared.status().ToString();
+  EXPECT_FALSE(*shared);
+  EXPECT_GT(peers_.vols["vm"].epoch, e);
+  EXPECT_GT((*db_->GetVolume("vm"))->epoch, e);
+  EXPECT_TRUE(db_->LunsOfVolume("vm")->empty());
+}
+
+TEST_F(BackendTest, AttachPicksTargetByConnectorIpAndReportsShared) {
+  Cluster();
+  ASSERT_TRUE(be_->CreateVolume("vm", kGiB, "", "").ok());
+  Connector a{"127.0.0.3", "hostA", "iqn.x:a", "{}"};
+  Connector b{"127.0.0.2", "hostB", "iqn.x:b", "{}"};
+  auto pa = be_->Attach("vm", a);
+  ASSERT_TRUE(pa.ok());
+  EXPECT_EQ((*pa)[0].ip, "127.0.0.3");
+  auto pa2 = be_->Attach("vm", a);  // retry
+  ASSERT_TRUE(pa2.ok());
+  EXPECT_EQ(db_->AttachmentsOf("vm")->size(), 1u);
+  auto pb = be_->Attach("vm", b);
+  ASSERT_TRUE(pb.ok());
+  EXPECT_EQ((*pb)[0].ip, "127.0.0.2");
+  EXPECT_EQ((*pb)[0].epoch, (*pa)[0].epoch);
+  auto s1 = be_->Detach("vm", a);
+  ASSERT_TRUE(s1.ok());
+  EXPECT_TRUE(*s1);  // hostB still attached
+  EXPECT_TRUE(Lun("vm", "127.0.0.2").switchable);
+  auto s2 = be_->Detach("vm", b);
+  ASSERT_TRUE(s2.ok());
+  EXPECT_FALSE(*s2);
+  EXPECT_TRUE(db_->LunsOfVolume("vm")->empty());
+  EXPECT_EQ(be_->Detach("vm", b).status().code(), Status::Code::kNotFound);
+  EXPECT_EQ(be_->Attach("vm", Connector{}).status().code(), Status::Code::kInvalidArgument);
+  // Delete refused while exported; fine afterwards.
+  ASSERT_TRUE(be_->Attach("vm", a).ok());
+  EXPECT_EQ(be_->DeleteVolume("vm").code(), Status::Code::kConflict);
+  ASSERT_TRUE(be_->Detach("vm", a).ok());
+  EXPECT_TRUE(be_->DeleteVolume("vm").ok());
+  EXPECT_EQ(be_->DeleteVolume("vm").code(), Status::Code::kNotFound);
+}
+
+TEST_F(BackendTest, MoveLunIsAddThenDelete) {
+  Cluster();
+  ASSERT_TRUE(be_->CreateVolume("v", kGiB, "", "").ok());
+  auto a = be_->AddLun("v", "127.0.0.2", "");
+  ASSERT_TRUE(a.ok());
+  auto m = be_->MoveLun("v", "127.0.0.3");
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_EQ(m->ip, "127.0.0.3");
+  EXPECT_EQ(m->epoch, a->epoch);
+  auto luns = *db_->LunsOfVolume("v");
+  ASSERT_EQ(luns.size(), 1u);
+  EXPECT_EQ(luns[0].target, "127.0.0.3");
+  EXPECT_TRUE(luns[0].switchable);
+  EXPECT_LT(peers_.IndexOf("tgt.addlun 127.0.0.3"), peers_.IndexOf("tgt.dellun 127.0.0.2"));
+  // A failed add leaves the source untouched.
+  peers_.fail_next = "tgt.addlun";
+  EXPECT_FALSE(be_->MoveLun("v", "127.0.0.2").ok());
+  luns = *db_->LunsOfVolume("v");
+  ASSERT_EQ(luns.size(), 1u);
+  EXPECT_EQ(luns[0].target, "127.0.0.3");
+}
+
+TEST_F(BackendTest, ExtendSnapshotRevert) {
+  Cluster();
+  ASSERT_TRUE(be_->CreateVolume("v", kGiB, "", "").ok());
+  ASSERT_TRUE(be_->AddLun("v", "127.0.0.2", "").ok());
+  auto e = be_->ExtendVolume("v", 2 * kGiB);
+  ASSERT_TRUE(e.ok());
+  EXPECT_EQ(e->row.size, 2 * kGiB);
+  EXPECT_EQ(peers_.Count("tgt.resize"), 1);
+  EXPECT_EQ(be_->ExtendVolume("v", kGiB).status().code(), Status::Code::kInvalidArgument);
+  auto s = be_->CreateSnapshot("v", "s1");
+  ASSERT_TRUE(s.ok());
+  EXPECT_TRUE(be_->CreateSnapshot("v", "s1").ok());  // retry
+  EXPECT_EQ(peers_.Count("gw.snap"), 1);
+  EXPECT_EQ(be_->RevertVolume("v", "s1").code(), Status::Code::kConflict);  // exported
+  ASSERT_TRUE(be_->DelLun("v", "").ok());
+  EXPECT_TRUE(be_->RevertVolume("v", "s1").ok());
+  EXPECT_EQ(be_->RevertVolume("v", "nope").code(), Status::Code::kNotFound);
+  auto c = be_->CreateVolume("clone", 2 * kGiB, "v", "s1");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->row.source, "v@s1");
+  EXPECT_EQ(be_->DeleteVolume("v").code(), Status::Code::kOk);
+  EXPECT_TRUE(be_->DeleteSnapshot("clone", "x").code() == Status::Code::kNotFound);
+}
+
+TEST_F(BackendTest, HeartbeatsMarkOfflineAndBackOnline) {
+  BackendOptions o;
+  o.heartbeat_period = std::chrono::milliseconds(20);
+  o.heartbeat_miss = 2;
+  Reopen(o);
+  Cluster();
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while ((*db_->GetTarget("127.0.0.2"))->online && std::chrono::steady_clock::now() < deadline) {
+    ASSERT_TRUE(be_->RegisterTarget("127.0.0.3", 3260, "127.0.0.3:8890").ok());  // only .3 beats
+    be_->CheckHeartbeats();
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_FALSE((*db_->GetTarget("127.0.0.2"))->online);
+  EXPECT_TRUE((*db_->GetTarget("127.0.0.3"))->online);
+  ASSERT_TRUE(be_->RegisterTarget("127.0.0.2", 3260, "127.0.0.2:8890").ok());
+  EXPECT_TRUE((*db_->GetTarget("127.0.0.2"))->online);
+}
+
+TEST_F(BackendTest, TimeoutsAreSavedForwardedAndShown) {
+  Cluster();
+  ASSERT_TRUE(be_->SetTimeout("read", 30, "").ok());
+  ASSERT_TRUE(be_->SetTimeout("recovery", 60, "127.0.0.3").ok());
+  EXPECT_EQ(peers_.tgts["127.0.0.2:8890"].timeouts["read"], 30);
+  EXPECT_EQ(peers_.tgts["127.0.0.3:8890"].timeouts["recovery"], 60);
+  EXPECT_EQ(peers_.tgts["127.0.0.2:8890"].timeouts.count("recovery"), 0u);
+  auto all = be_->ShowTimeouts("");
+  ASSERT_TRUE(all.ok());
+  ASSERT_EQ(all->size(), 2u);
+  EXPECT_EQ((*all)[0].values["read"], 30);
+  EXPECT_EQ((*all)[0].values["recovery"], 120);
+  EXPECT_EQ((*all)[1].values["recovery"], 60);
+  EXPECT_EQ((*all)[1].values["readretry"], 86400);
+  EXPECT_EQ(be_->ShowTimeouts("127.0.0.9").status().code(), Status::Code::kNotFound);
+  // A target that cannot be reached: saved, reported.
+  peers_.down.insert("127.0.0.2:8890");
+  EXPECT_EQ(be_->SetTimeout("write", 20, "").code(), Status::Code::kUnavailable);
+  EXPECT_EQ((*be_->ShowTimeouts("127.0.0.2"))[0].values["write"], 20);
+}
+
+TEST_F(BackendTest, FixedModeOverridesPlacement) {
+  Cluster();
+  ASSERT_TRUE(be_->CreateVolume("v", kGiB, "", "").ok());
+  EXPECT_EQ(be_->SetFixedMode("127.0.0.9:8585").code(), Status::Code::kNotFound);
+  ASSERT_TRUE(be_->SetFixedMode("127.0.0.1:8586").ok());
+  EXPECT_EQ(peers_.tgts["127.0.0.2:8890"].fixed, "127.0.0.1:8586");
+  auto p = be_->AddLun("v", "127.0.0.2", "");
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(p->gateway, "127.0.0.1:8586");
+  ASSERT_TRUE(be_->ClearFixedMode().ok());
+  EXPECT_EQ(peers_.tgts["127.0.0.2:8890"].fixed, "");
+}
+
+TEST_F(BackendTest, ReconcileFinishesOrUndoesEveryTransitionalState) {
+  Cluster();
+  ASSERT_TRUE(be_->CreateVolume("done", kGiB, "", "").ok());
+  ASSERT_TRUE(be_->CreateVolume("keep", kGiB, "", "").ok());
+  ASSERT_TRUE(be_->AddLun("keep", "127.0.0.2", "").ok());
+  // As if the backend died at various points:
+  // creating, reached the gateway
+  ASSERT_TRUE(log_->Commit(Event{"volume.creating", {{"name", "c1"}, {"size", std::to_string(kGiB)}, {"gateway", "127.0.0.1:8585"}}}).ok());
+  peers_.vols["c1"].name = "c1";
+  peers_.vols["c1"].size = kGiB;
+  // creating, never reached the gateway
+  ASSERT_TRUE(log_->Commit(Event{"volume.creating", {{"name", "c2"}, {"size", "1"}, {"gateway", "127.0.0.1:8585"}}}).ok());
+  // snapshotting, reached the gateway
+  ASSERT_TRUE(log_->Commit(Event{"volume.state", {{"name", "done"}, {"state", "snapshotting"}}}).ok());
+  peers_.vols["done"].snapshots.push_back({"s9", kGiB, 7});
+  // lun adding, reached the target
+  ASSERT_TRUE(be_->CreateVolume("la", kGiB, "", "").ok());
+  ASSERT_TRUE(be_->AddLun("la", "127.0.0.3", "").ok());
+  ASSERT_TRUE(log_->Commit(Event{"lun.state", {{"volume", "la"}, {"target", "127.0.0.3"}, {"state", "adding"}}}).ok());
+  // lun adding, never reached the target
+  ASSERT_TRUE(be_->CreateVolume("lb", kGiB, "", "").ok());
+  Event e{"lun.put", {}};
+  e.Set("volume", "lb").Set("target", "127.0.0.3").Set("iqn", "iqn.2026-11.io.ferry:lb").Set("lun", 1)
+      .Set("state", "adding").Set("gateway", "127.0.0.1:8585").Set("epoch", 1);
+  ASSERT_TRUE(log_->Commit(e).ok());
+  // lun removing, target already dropped it
+  ASSERT_TRUE(be_->CreateVolume("lr", kGiB, "", "").ok());
+  auto pr = be_->AddLun("lr", "127.0.0.3", "");
+  ASSERT_TRUE(pr.ok());
+  ASSERT_TRUE(peers_.TgtDeleteLun("127.0.0.3:8890", pr->iqn, 1).ok());
+  ASSERT_TRUE(log_->Commit(Event{"lun.state", {{"volume", "lr"}, {"target", "127.0.0.3"}, {"state", "removing"}}}).ok());
+  // orphan LUN on a target that the map does not know
+  ASSERT_TRUE(peers_.TgtCreateTarget("127.0.0.2:8890", "iqn.2026-11.io.ferry:orphan", {}).ok());
+  LunSpec os;
+  os.volume = "orphan";
+  ASSERT_TRUE(peers_.TgtAddLun("127.0.0.2:8890", "iqn.2026-11.io.ferry:orphan", os).ok());
+  // lost mapping: the target forgot "keep"
+  peers_.tgts["127.0.0.2:8890"].luns.erase("iqn.2026-11.io.ferry:keep");
+
+  ReconcileReport rep = be_->Reconcile();
+  EXPECT_EQ(rep.skipped, 0);
+  EXPECT_EQ(rep.orphans, 1);
+  EXPECT_EQ((*db_->GetVolume("c1"))->state, "available");
+  EXPECT_FALSE(db_->GetVolume("c2")->has_value());
+  EXPECT_EQ((*db_->GetVolume("done"))->state, "available");
+  EXPECT_EQ(db_->ListSnapshots("done")->size(), 1u);
+  EXPECT_EQ(Lun("la", "127.0.0.3").state, "ready");
+  EXPECT_TRUE(db_->LunsOfVolume("lb")->empty());
+  EXPECT_TRUE(db_->LunsOfVolume("lr")->empty());
+  EXPECT_EQ(peers_.FindLun("127.0.0.2:8890", "orphan"), nullptr);
+  EXPECT_NE(peers_.FindLun("127.0.0.2:8890", "keep"), nullptr);
+  for (auto& v : Val(db_->ListVolumes())) EXPECT_EQ(v.state, "available") << v.name;
+  for (auto& l : Val(db_->ListLuns())) EXPECT_EQ(l.state, "ready") << l.volume;
+  // Converged: a second pass has nothing to do.
+  ReconcileReport again = be_->Reconcile();
+  EXPECT_EQ(again.fixed + again.orphans + again.skipped, 0) << (again.actions.empty() ? "" : again.actions[0]);
+}
+
+// Applying the event log to an empty database rebuilds the same map: events
+// are the only path by which state changes (what a second backend relies on).
+TEST_F(BackendTest, ReplayingTheEventLogRebuildsTheMap) {
+  Cluster();
+  ASSERT_TRUE(be_->CreateVolume("a", kGiB, "", "").ok());
+  ASSERT_TRUE(be_->CreateVolume("b", 2 * kGiB, "", "").ok());
+  ASSERT_TRUE(be_->AddLun("a", "127.0.0.2", "").ok());
+  ASSERT_TRUE(be_->AddLun("a", "127.0.0.3", "").ok());
+  ASSERT_TRUE(be_->CreateSnapshot("b", "s").ok());
+  ASSERT_TRUE(be_->ExtendVolume("b", 3 * kGiB).ok());
+  ASSERT_TRUE(be_->Attach("b", Connector{"127.0.0.3", "h", "iqn.x:h", "{}"}).ok());
+  ASSERT_TRUE(be_->SetTimeout("read", 33, "").ok());
+  ASSERT_TRUE(be_->DelLun("a", "127.0.0.2").ok());
+
+  auto other = db::Database::Open(dir_ + "/replica.db");
+  ASSERT_TRUE(other.ok());
+  EventLog replica(other->get());
+  auto events = db_->EventsAfter(0, 100000);
+  ASSERT_TRUE(events.ok());
+  for (auto& er : *events) {
+    auto e = Event::FromJson(er.type, er.payload);
+    ASSERT_TRUE(e.ok());
+    ASSERT_TRUE(replica.Replay(er.seq, *e).ok()) << er.type;
+  }
+  // Replaying again is a no-op (each seq applies once).
+  auto e0 = Event::FromJson((*events)[0].type, (*events)[0].payload);
+  EXPECT_EQ(replica.Replay((*events)[0].seq, *e0).code(), Status::Code::kAlreadyExists);
+  auto dump = [](db::Database* d) {
+    std::string s;
+    for (auto& v : Val(d->ListVolumes()))
+      s += v.name + "|" + std::to_string(v.size) + "|" + v.state + "|" + v.preferred_gw + "|" + std::to_string(v.epoch) + ";";
+    for (auto& l : Val(d->ListLuns()))
+      s += l.volume + "@" + l.target + "|" + l.iqn + "|" + std::to_string(l.lun) + "|" + l.state + "|" +
+           std::to_string(l.switchable) + "|" + std::to_string(l.epoch) + ";";
+    for (auto& t : Val(d->ListTargets())) s += t.ip + "|" + t.admin + ";";
+    for (auto& g : Val(d->ListGateways())) s += g.addr + "|" + g.admin + ";";
+    for (auto& a : Val(d->AttachmentsOf("b"))) s += a.host + "|" + a.target + ";";
+    s += d->ListSnapshots("b")->at(0).name;
+    s += d->GetSetting("", "timeout.read")->value_or("-");
+    return s;
+  };
+  EXPECT_EQ(dump(db_.get()), dump(other->get()));
+}
+
+TEST_F(BackendTest, ConcurrentOperationsOnDifferentVolumes) {
+  Cluster();
+  std::vector<std::thread> ts;
+  std::atomic<int> ok{0};
+  for (int t = 0; t < 8; ++t)
+    ts.emplace_back([&, t] {
+      for (int i = 0; i < 10; ++i) {
+        std::string n = "c" + std::to_string(t) + "_" + std::to_string(i);
+        if (be_->CreateVolume(n, kGiB, "", "").ok() && be_->AddLun(n, "", "").ok() && be_->DelLun(n, "").ok()) ++ok;
+      }
+    });
+  for (auto& t : ts) t.join();
+  EXPECT_EQ(ok.load(), 80);
+  EXPECT_EQ(*db_->CountVolumes(), 80);
+  EXPECT_TRUE(db_->ListLuns()->empty());
+}
+
+}  // namespace
+}  // namespace ferry::backend
