@@ -680,9 +680,15 @@ bool Connection::OnDataOut(const PduView& pdu) {
     if (!error) MaybeReady(t, &ready, &serials);
   }
   if (error) {
-    log_.Warn(env_.peer_addr + ": " + error + " (ITT 0x" + Hex(itt, 8) + "); dropping the connection");
+    // The command cannot complete: reject the PDU (the initiator fails the
+    // task on it) and forget the task; later Data-Out for it is discarded.
+    log_.Warn(env_.peer_addr + ": " + error + " (ITT 0x" + Hex(itt, 8) + "); command dropped");
+    {
+      std::lock_guard<std::mutex> g(state_mu_);
+      DropTask(itt);
+    }
     SendReject(pdu.bhs, kRejectProtocolError);
-    return false;
+    return true;
   }
   if (!r2ts.empty()) SendPdus(r2ts.data(), r2ts.size(), false);
   SubmitReady(ready, serials);
@@ -710,19 +716,24 @@ void Connection::Complete(uint32_t itt, uint64_t serial, scsi::ScsiResult r) {
     max_cmdsn_ = window_.max_cmdsn();
   }
   if (aborted) return;  // aborted by this session's TMF: no response (SAM-5)
-  (void)write_len;
 
   uint32_t produced = uint32_t(std::min<size_t>(r.data_in.size(), 0xffffffffu));
   uint32_t send_len = read ? std::min(produced, read_len) : 0;
-  uint32_t expected = read ? read_len : 0;
   uint8_t resid_flags = 0;
   uint32_t residual = 0;
-  if (produced < expected) {
-    resid_flags = 0x02;  // U
-    residual = expected - produced;
-  } else if (produced > expected) {
-    resid_flags = 0x04;  // O
-    residual = produced - expected;
+  auto set_residual = [&](uint64_t wanted, uint64_t expected) {
+    if (wanted < expected) {
+      resid_flags = 0x02;  // U: less than the initiator expected
+      residual = uint32_t(std::min<uint64_t>(expected - wanted, 0xffffffffu));
+    } else if (wanted > expected) {
+      resid_flags = 0x04;  // O: the command wanted more than EDTL allowed
+      residual = uint32_t(std::min<uint64_t>(wanted - expected, 0xffffffffu));
+    }
+  };
+  if (read || produced > 0) {
+    set_residual(produced, read ? read_len : 0);
+  } else if (r.data_out_length >= 0) {
+    set_residual(uint64_t(r.data_out_length), write_len);
   }
   auto segs = SplitDataIn(send_len, params_.initiator_mrdsl, params_.max_burst_length);
   bool collapse = r.status == scsi::kStatusGood && r.sense.empty() && !segs.empty();

@@ -37,6 +37,22 @@ std::string AddrToString(const sockaddr_storage& ss, std::string* ip_out) {
   return "[" + std::string(host) + "]:" + std::to_string(port);
 }
 
+// "host:port" or "[v6]:port"; unlike ParseHostPort, port 0 (= any) is allowed.
+Result<HostPort> ParseListen(const std::string& spec) {
+  size_t colon = spec.rfind(':');
+  if (colon == std::string::npos || colon + 1 >= spec.size()) return Status::InvalidArgument("expected host:port");
+  std::string host = spec.substr(0, colon), port = spec.substr(colon + 1);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  if (host.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos)
+    return Status::InvalidArgument("expected host:port");
+  int p = std::stoi(port);
+  if (p > 65535) return Status::InvalidArgument("port out of range");
+  HostPort hp;
+  hp.host = host;
+  hp.port = uint16_t(p);
+  return hp;
+}
+
 }  // namespace
 
 class IscsiServer::Impl : public ConnectionOwner {
@@ -116,7 +132,7 @@ Status IscsiServer::Impl::Start() {
     for (auto& l : ls) ::close(l.fd);
   };
   for (const auto& spec : opts_.listen) {
-    auto hp = ParseHostPort(spec);
+    auto hp = ParseListen(spec);
     if (!hp.ok()) {
       cleanup();
       return Status::InvalidArgument("bad iSCSI listen address '" + spec + "': " + hp.status().message());
