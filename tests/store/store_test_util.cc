@@ -4,7 +4,12 @@
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <cstring>
+#include <thread>
 
 #include "target/store/fs_util.h"
 
@@ -69,6 +74,46 @@ std::vector<char> ReadAll(VolumeHandle& h, uint64_t off, uint64_t len) {
   Status st = h.Read(off, len, v.data());
   EXPECT_TRUE(st.ok()) << st.ToString();
   return v;
+}
+
+pid_t ForkChild(const std::function<int()>& fn) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    int rc = 99;
+    rc = fn();
+    _exit(rc);
+  }
+  EXPECT_GT(pid, 0) << "fork failed";
+  return pid;
+}
+
+int WaitChild(pid_t pid, std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    int st = 0;
+    pid_t r = waitpid(pid, &st, WNOHANG);
+    if (r == pid) return st;
+    if (r < 0) return -1;
+    if (std::chrono::steady_clock::now() >= deadline) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &st, 0);
+      ADD_FAILURE() << "child " << pid << " did not finish in time";
+      return -1;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+}
+
+bool WaitStopped(pid_t pid, std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    int st = 0;
+    pid_t r = waitpid(pid, &st, WNOHANG | WUNTRACED);
+    if (r == pid) return WIFSTOPPED(st);
+    if (r < 0) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  return false;
 }
 
 }  // namespace ferry::store::testing
