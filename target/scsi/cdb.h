@@ -74,4 +74,8 @@ inline size_t CdbLengthForOpcode(uint8_t opcode) {
   }
 }
 
+// Bytes of Data-Out a CDB calls for (its SCSI transfer length), given the
+// logical block size; -1 for commands that carry no Data-Out or are unknown.
+int64_t DataOutLength(const uint8_t* cdb, uint32_t block_size);
+
 }  // namespace ferry::scsi

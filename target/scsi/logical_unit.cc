@@ -93,6 +93,8 @@ void LogicalUnit::Submit(std::unique_ptr<ScsiCommand> cmd, Completion done) {
 
 void LogicalUnit::Complete(const TaskPtr& t, ScsiResult r) {
   if (t->completed.exchange(true, std::memory_order_acq_rel)) return;
+  if (t->cmd->dir == DataDir::kWrite || t->cmd->dir == DataDir::kBidi || !t->cmd->data_out.empty())
+    r.data_out_length = DataOutLength(t->cmd->cdb, block_size_);
   Completion done = std::move(t->done);
   done(std::move(r));
 }
@@ -201,19 +203,9 @@ void LogicalUnit::AbortTaskSet(uint64_t nexus_id) {
   AbortIf([&](const Task& t) { return t.cmd->nexus && t.cmd->nexus->id == nexus_id; }, nullptr);
 }
 
-void LogicalUnit::ClearTaskSet(const Nexus& issuer) {
-  std::vector<std::string> victims;
-  AbortIf([&](const Task&) { return true; }, &victims);
-  std::string me = NexusIdOf(issuer).Key();
-  std::lock_guard<std::mutex> l(st_mu_);
-  for (const std::string& k : victims) {
-    if (k == me) continue;
-    auto& q = uas_[k];
-    if (std::find(q.begin(), q.end(), UnitAttention::kCommandsClearedByAnother) == q.end()) {
-      q.push_back(UnitAttention::kCommandsClearedByAnother);
-      ua_count_++;
-    }
-  }
+void LogicalUnit::ClearTaskSet(const Nexus&) {
+  // TAS = 1: the other nexuses learn of it through TASK ABORTED status.
+  AbortIf([&](const Task&) { return true; }, nullptr);
 }
 
 void LogicalUnit::Reset(UnitAttention ua) {

@@ -13,8 +13,9 @@ ModePages::ModePages() {
   mask_caching_.assign(20, 0);
   mask_caching_[2] = 0x04;
   // Control: queue algorithm modifier 1 (unrestricted reordering), QERR 0,
-  // TAS 0, D_SENSE 0, SWP 0. D_SENSE and SWP changeable.
-  def_control_ = {0x0a, 0x0a, 0x00, 0x10, 0x00, 0x00, 0, 0, 0xff, 0xff, 0, 0};
+  // TAS 1 (tasks aborted for another nexus end with TASK ABORTED), D_SENSE 0,
+  // SWP 0. D_SENSE and SWP changeable.
+  def_control_ = {0x0a, 0x0a, 0x00, 0x10, 0x00, 0x40, 0, 0, 0xff, 0xff, 0, 0};
   mask_control_.assign(12, 0);
   mask_control_[2] = 0x04;
   mask_control_[4] = 0x08;

@@ -55,6 +55,10 @@ struct ScsiResult {
   uint8_t status = kStatusGood;
   std::vector<uint8_t> sense;      // sense data (fixed or descriptor format) when CHECK CONDITION
   std::vector<uint8_t> data_in;    // may be shorter or longer than expected_length
+  // Bytes of Data-Out the CDB itself called for (the SCSI transfer length of
+  // a write-type command), or -1 when not known. Lets the transport report
+  // write residuals (EDTL vs this) without decoding CDBs. (Additive field.)
+  int64_t data_out_length = -1;
 };
 
 using Completion = std::function<void(ScsiResult)>;

@@ -331,6 +331,7 @@ void LogicalUnit::PrIn(const TaskPtr& t) {
 void LogicalUnit::PrOut(const TaskPtr& t) {
   const uint8_t* cdb = t->cmd->cdb;
   uint32_t plen = Get32(cdb + 5);
+  if ((cdb[1] & 0x1f) > 7) return Check(t, Sense::InvalidFieldInCdb(1, 4));
   const std::vector<uint8_t>& data = t->cmd->data_out;
   if (data.size() < plen) return Check(t, Sense::ParamListLengthError());
   std::vector<uint8_t> params(data.begin(), data.begin() + plen);

@@ -7,9 +7,11 @@
 // Thread-safe: every method may be called from any thread. AddLun/RemoveLun
 // never pause commands of other LUNs; a removed LUN's in-flight commands still
 // complete normally (the LogicalUnit keeps its BlockDevice alive until then).
-// Aborted commands complete with status TASK ABORTED (see scsi_task.h): the
-// transport sends no SCSI Response for them (TAS = 0; other nexuses get the
-// COMMANDS CLEARED BY ANOTHER INITIATOR unit attention instead).
+// Aborted commands complete with status TASK ABORTED (see scsi_task.h). The
+// control mode page says TAS = 1: a command aborted on behalf of another I_T
+// nexus (CLEAR TASK SET, LUN RESET, PREEMPT AND ABORT) is answered with
+// TASK ABORTED; the transport drops the result of commands its own session
+// aborted (RFC 7143), as it already knows which those are.
 #pragma once
 
 #include <cstdint>
