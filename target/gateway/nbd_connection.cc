@@ -162,7 +162,7 @@ bool NbdConnection::Dispatch(RequestParser& parser, bool /*more_buffered*/) {
     return true;
   }
   bool heavy = req.type == nbd::kCmdFlush || req.length > opts_.inline_max ||
-               (req.type == nbd::kCmdWrite && (req.flags & nbd::kCmdFlagFua));
+               (req.type == nbd::kCmdWrite && ((req.flags & nbd::kCmdFlagFua) || req.length > opts_.inline_write_max));
   if (!heavy) {
     if (req.type == nbd::kCmdRead) {
       Execute(req, &slots_[batched_].data, true);

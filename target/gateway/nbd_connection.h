@@ -38,6 +38,9 @@ class NbdConnection : public std::enable_shared_from_this<NbdConnection> {
     std::chrono::milliseconds handshake_timeout{10000};
     std::chrono::milliseconds send_timeout{60000};
     uint32_t inline_max = 256 * 1024;  // larger requests run on the worker pool
+    // Writes up to this size run inline; larger ones (and FUA writes) on the pool,
+    // so the file system's per-write cost is spread over several threads.
+    uint32_t inline_write_max = 0;
   };
 
   // Takes ownership of `fd`. `zeros` is a read-only buffer of zero bytes
