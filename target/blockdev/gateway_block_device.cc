@@ -869,7 +869,10 @@ class GatewayBlockDevice::Impl {
   uint64_t retry_events_ = 0;
 
   std::thread manager_, prober_;
-  std::atomic<uint16_t> tflags_{0};
+  // Until a gateway has answered, assume the commands Ferry's gateway
+  // supports, so early flushes are queued rather than skipped.
+  std::atomic<uint16_t> tflags_{nbd::kTFlagHasFlags | nbd::kTFlagSendFlush | nbd::kTFlagSendFua |
+                                nbd::kTFlagSendTrim | nbd::kTFlagSendWriteZeroes};
 
   std::atomic<uint64_t> inflight_{0}, total_{0}, read_err_{0}, write_err_{0};
   std::atomic<uint64_t> read_ops_{0}, read_bytes_{0}, read_lat_us_{0};

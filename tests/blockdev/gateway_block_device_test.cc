@@ -271,11 +271,15 @@ TEST_F(GatewayBlockDeviceTest, AllDownIsFaultWithIoHeldThenResumes) {
   std::vector<char> w(4096, 'F');
   Done d;
   dev_->Write(0, 4096, w.data(), false, d.cb());
+  Done fl;
+  dev_->Flush(fl.cb());
   EXPECT_FALSE(d.ready(milliseconds(700))) << "I/O must be held, not failed, in fault";
+  EXPECT_FALSE(fl.ready());
   EXPECT_EQ(dev_->Stats().status, 2);
-  EXPECT_EQ(dev_->Stats().ioCnt, 1u);
+  EXPECT_EQ(dev_->Stats().ioCnt, 2u);
   ASSERT_TRUE(b.Up());
   EXPECT_TRUE(d.get().ok());
+  EXPECT_TRUE(fl.get().ok());
   EXPECT_EQ(dev_->status(), VolumeStatus::kNormal);
   EXPECT_EQ(dev_->current_gateway(), b.addr());
   EXPECT_EQ(b.Data()[10], 'F');
