@@ -131,7 +131,7 @@ class Target:
         self.proc = self.procs.start(self.name, [
             binary("ferry-target"), "--state-dir", self.state_dir, "--iscsi-listen", self.portal,
             "--admin-listen", f"{self.ip}:{self.admin_port}", "--token", TOKEN,
-            "--backend", self.backend_url, "--heartbeat-ms", "300", "--log-level", "info"])
+            "--backend", self.backend_url, "--heartbeat-ms", "300", "--demo-open", "--log-level", "info"])
         wait_port(self.ip, self.admin_port, timeout=20)
         return self
 
