@@ -15,6 +15,7 @@ int64_t DataOutLength(const uint8_t* cdb, uint32_t bs) {
       return bytchk == 3 ? int64_t(bs) : int64_t(n * bs);
     }
     case op::kCompareAndWrite: return int64_t(2) * cdb[13] * bs;
+    case op::kOrWrite16: return int64_t(Get32(cdb + 10)) * bs;
     case op::kWriteSame10: return bs;
     case op::kWriteSame16: return (cdb[1] & 0x01) ? 0 : int64_t(bs);
     case op::kUnmap: return Get16(cdb + 7);

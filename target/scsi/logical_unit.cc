@@ -69,7 +69,7 @@ LunInfo LogicalUnit::Info() const {
 void LogicalUnit::Submit(std::unique_ptr<ScsiCommand> cmd, Completion done) {
   auto t = std::make_shared<Task>();
   uint8_t opc = cmd->cdb[0];
-  t->exclusive = cmd->attr == TaskAttr::kOrdered || opc == op::kCompareAndWrite;
+  t->exclusive = cmd->attr == TaskAttr::kOrdered || opc == op::kCompareAndWrite || opc == op::kOrWrite16;
   bool head = cmd->attr == TaskAttr::kHeadOfQueue;
   t->cmd = std::move(cmd);
   t->done = std::move(done);
@@ -342,6 +342,11 @@ void LogicalUnit::Execute(const TaskPtr& t) {
     case op::kVerify10: case op::kVerify12: case op::kVerify16: return Verify(t);
     case op::kSyncCache10: return SyncCache(t, false);
     case op::kSyncCache16: return SyncCache(t, true);
+    case op::kPrefetch10: return Prefetch(t, false);
+    case op::kPrefetch16: return Prefetch(t, true);
+    case op::kReadDefectData10: return ReadDefectData(t, false);
+    case op::kReadDefectData12: return ReadDefectData(t, true);
+    case op::kOrWrite16: return OrWrite(t);
     case op::kWriteSame10: return WriteSame(t, false);
     case op::kWriteSame16: return WriteSame(t, true);
     case op::kUnmap: return Unmap(t);

@@ -10,7 +10,7 @@
 // one BlockDevice call. Task-set rules (conservative SAM-5): SIMPLE commands
 // run concurrently; an ORDERED command (and COMPARE AND WRITE, which must be
 // atomic against other writes) waits until every earlier command is done and
-// runs alone; HEAD OF QUEUE starts at once. Aborted commands complete with
+// runs alone (so does ORWRITE); HEAD OF QUEUE starts at once. Aborted commands complete with
 // TASK ABORTED at once; a device call already issued for them finishes into
 // the void, and multi-step commands (COMPARE AND WRITE, VERIFY, WRITE SAME)
 // stop before their next device call.
@@ -43,8 +43,8 @@ struct LuLimits {
   static constexpr uint32_t kOptimalTransferBytes = 1u << 20;
   static constexpr uint8_t kMaxCompareAndWriteBlocks = 255;
   static constexpr uint32_t kMaxUnmapDescriptors = 256;
-  static constexpr uint64_t kMaxUnmapBytes = 2ull << 30;
-  static constexpr uint64_t kMaxWriteSameBytes = 2ull << 30;
+  static constexpr uint32_t kMaxUnmapBlocks = 1u << 20;      // per UNMAP command
+  static constexpr uint32_t kMaxWriteSameBlocks = 0xffff;     // per WRITE SAME command
   static constexpr uint32_t kDeviceChunkBytes = 1u << 30;  // one BlockDevice call at most
 };
 
@@ -136,6 +136,9 @@ class LogicalUnit : public std::enable_shared_from_this<LogicalUnit> {
   void Unmap(const TaskPtr& t);
   void GetLbaStatus(const TaskPtr& t);
   void SyncCache(const TaskPtr& t, bool sixteen);
+  void Prefetch(const TaskPtr& t, bool sixteen);
+  void ReadDefectData(const TaskPtr& t, bool twelve);
+  void OrWrite(const TaskPtr& t);
   bool CheckRange(const TaskPtr& t, uint64_t lba, uint64_t blocks);
   bool CheckWritable(const TaskPtr& t);
   bool CheckDataOut(const TaskPtr& t, size_t need);

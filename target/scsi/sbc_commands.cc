@@ -1,6 +1,6 @@
 // SBC-3 command handlers of LogicalUnit: READ CAPACITY, READ/WRITE (6/10/12/
-// 16), WRITE AND VERIFY, VERIFY, COMPARE AND WRITE, WRITE SAME, UNMAP,
-// GET LBA STATUS, SYNCHRONIZE CACHE.
+// 16), WRITE AND VERIFY, VERIFY, COMPARE AND WRITE, ORWRITE, WRITE SAME,
+// UNMAP, GET LBA STATUS, SYNCHRONIZE CACHE, PRE-FETCH, READ DEFECT DATA.
 #include <algorithm>
 #include <cstring>
 
@@ -69,9 +69,8 @@ void LogicalUnit::ReadCapacity16(const TaskPtr& t) {
   std::vector<uint8_t> d(32, 0);
   Put64(&d[0], blocks_.load() - 1);
   Put32(&d[8], block_size_);
-  uint8_t exp = 0;
-  while (block_size_ << (exp + 1) <= 4096) ++exp;
-  d[13] = exp;  // logical blocks per physical block exponent (4 KiB physical)
+  // LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT stays 0: the store has no
+  // physical block larger than a logical block that callers must align to.
   d[14] = uint8_t((read_only_ ? 0 : 0x80) | 0x40);  // LBPME, LBPRZ
   uint32_t alloc = Get32(cdb + 10);
   if (d.size() > alloc) d.resize(alloc);
@@ -181,9 +180,13 @@ void LogicalUnit::CompareAndWrite(const TaskPtr& t) {
   if (n > LuLimits::kMaxCompareAndWriteBlocks) return Check(t, Sense::InvalidFieldInCdb(13));
   if (!CheckWritable(t)) return;
   if (!CheckRange(t, lba, n)) return;
+  // The Data-Out buffer must hold exactly the verify and the write data.
+  if (t->cmd->data_out.size() != 2 * size_t(n) * block_size_) {
+    if (n == 0) return Check(t, Sense::InvalidFieldInCdb(13));
+    return Check(t, ShortDataOut());
+  }
   if (n == 0) return Good(t);
   uint32_t bytes = n * block_size_;
-  if (!CheckDataOut(t, 2 * size_t(bytes))) return;
   bool fua = (cdb[1] & 0x08) || !wce_.load(std::memory_order_relaxed);
   t->buf.resize(bytes);
   auto self = shared_from_this();
@@ -228,9 +231,9 @@ void LogicalUnit::WriteSame(const TaskPtr& t, bool sixteen) {
   if (cdb[1] & 0x10) return Check(t, Sense::InvalidFieldInCdb(1, 4));  // ANCHOR: ANC_SUP = 0
   if (!CheckWritable(t)) return;
   if (n == 0) return Check(t, Sense::InvalidFieldInCdb(len_byte));  // WSNZ = 1
-  if (uint64_t(n) * block_size_ > LuLimits::kMaxWriteSameBytes) return Check(t, Sense::InvalidFieldInCdb(len_byte));
+  if (n > LuLimits::kMaxWriteSameBlocks) return Check(t, Sense::InvalidFieldInCdb(len_byte));
   if (!CheckRange(t, lba, n)) return;
-  if (!ndob && !CheckDataOut(t, block_size_)) return;
+  if (t->cmd->data_out.size() != (ndob ? 0 : block_size_)) return Check(t, ShortDataOut());
   const uint8_t* pattern = ndob ? nullptr : t->cmd->data_out.data();
   bool zero = ndob || std::all_of(pattern, pattern + block_size_, [](uint8_t b) { return b == 0; });
   bool fua = !wce_.load(std::memory_order_relaxed);
@@ -275,7 +278,7 @@ void LogicalUnit::Unmap(const TaskPtr& t) {
   size_t count = std::min(bdl, plen - 8) / 16;
   if (count > LuLimits::kMaxUnmapDescriptors) return Check(t, Sense::InvalidFieldInParam(2));
   uint64_t cap = blocks_.load();
-  uint64_t max_blocks = LuLimits::kMaxUnmapBytes / block_size_;
+  uint64_t max_blocks = LuLimits::kMaxUnmapBlocks;
   struct Range { uint64_t lba, n; };
   auto ranges = std::make_shared<std::vector<Range>>();
   for (size_t i = 0; i < count; ++i) {
@@ -372,6 +375,56 @@ void LogicalUnit::SyncCache(const TaskPtr& t, bool sixteen) {
     if (!s.ok()) return self->Check(t, self->DeviceError(s, true));
     self->Good(t);
   });
+}
+
+void LogicalUnit::Prefetch(const TaskPtr& t, bool sixteen) {
+  // Nothing is cached here, so the blocks are not "fetched": GOOD, not
+  // CONDITION MET (SBC-3 5.9), once the range is valid.
+  const uint8_t* cdb = t->cmd->cdb;
+  uint64_t lba = sixteen ? Get64(cdb + 2) : Get32(cdb + 2);
+  uint64_t n = sixteen ? Get32(cdb + 10) : Get16(cdb + 7);
+  if (!CheckRange(t, lba, n)) return;
+  Good(t);
+}
+
+void LogicalUnit::ReadDefectData(const TaskPtr& t, bool twelve) {
+  // No defects: an empty list in the requested format.
+  const uint8_t* cdb = t->cmd->cdb;
+  uint8_t flags = twelve ? cdb[1] : cdb[2];
+  uint32_t alloc = twelve ? Get32(cdb + 6) : Get16(cdb + 7);
+  std::vector<uint8_t> d(twelve ? 8 : 4, 0);
+  d[1] = flags & 0x1f;  // echo PLISTV/GLISTV and the format: both lists present, empty
+  if (d.size() > alloc) d.resize(alloc);
+  Good(t, std::move(d));
+}
+
+void LogicalUnit::OrWrite(const TaskPtr& t) {
+  const uint8_t* cdb = t->cmd->cdb;
+  if (cdb[1] & 0xe0) return Check(t, Sense::InvalidFieldInCdb(1, 7));
+  uint64_t lba = Get64(cdb + 2);
+  uint32_t n = Get32(cdb + 10);
+  if (!CheckWritable(t)) return;
+  if (!CheckRange(t, lba, n)) return;
+  if (n == 0) return Good(t);
+  if (uint64_t(n) * block_size_ > LuLimits::kMaxTransferBytes) return Check(t, Sense::InvalidFieldInCdb(10));
+  uint32_t bytes = n * block_size_;
+  if (!CheckDataOut(t, bytes)) return;
+  bool fua = (cdb[1] & 0x08) || !wce_.load(std::memory_order_relaxed);
+  t->buf.resize(bytes);
+  auto self = shared_from_this();
+  // Runs alone in the task set, like COMPARE AND WRITE.
+  dev_->Read(lba * block_size_, bytes, reinterpret_cast<char*>(t->buf.data()),
+             [self, t, lba, bytes, fua](Status s) {
+               if (!s.ok()) return self->Check(t, self->DeviceError(s, false));
+               if (self->Aborted(t)) return self->Retire(t);
+               const uint8_t* in = t->cmd->data_out.data();
+               for (uint32_t i = 0; i < bytes; ++i) t->buf[i] |= in[i];
+               self->dev_->Write(lba * self->block_size_, bytes, reinterpret_cast<const char*>(t->buf.data()), fua,
+                                 [self, t](Status ws) {
+                                   if (!ws.ok()) return self->Check(t, self->DeviceError(ws, true));
+                                   self->Good(t);
+                                 });
+             });
 }
 
 }  // namespace ferry::scsi

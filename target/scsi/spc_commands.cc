@@ -95,12 +95,12 @@ std::optional<Sense> LogicalUnit::InquiryVpd(uint8_t page, const Nexus* n, std::
       Put32(&d[8], LuLimits::kMaxTransferBytes / bs);
       Put32(&d[12], LuLimits::kOptimalTransferBytes / bs);
       if (!read_only_) {
-        Put32(&d[20], uint32_t(LuLimits::kMaxUnmapBytes / bs));
+        Put32(&d[20], LuLimits::kMaxUnmapBlocks);
         Put32(&d[24], LuLimits::kMaxUnmapDescriptors);
         Put32(&d[28], std::max<uint32_t>(1, 4096 / bs));
         Put32(&d[32], 0x80000000u);  // UGAVALID, alignment 0
       }
-      Put64(&d[36], LuLimits::kMaxWriteSameBytes / bs);
+      Put64(&d[36], LuLimits::kMaxWriteSameBlocks);
       break;
     }
     case 0xb1:
