@@ -208,6 +208,8 @@ Result<std::unique_ptr<Store>> FileStore::Create(const std::string& dir, Options
     // Leftovers of creates/clones that crashed before their commit.
     for (const auto& n : ListDir(dir + "/tmp")) FERRY_RETURN_IF_ERROR(RemoveTree(dir + "/tmp/" + n));
     FERRY_RETURN_IF_ERROR(s->FinishTrash());
+    Status gc = s->CollectGarbage();
+    if (!gc.ok()) s->ctx_->log.Warn("garbage collection skipped: " + gc.ToString());
   }
   return std::unique_ptr<Store>(std::move(s));
 }
@@ -417,6 +419,36 @@ Status FileStore::FinishTrash() {
     }
     FERRY_RETURN_IF_ERROR(RemoveTree(entry));
   }
+  return Status::Ok();
+}
+
+Status FileStore::CollectGarbage() {
+  std::set<ChunkRef> refs;
+  std::set<uint64_t> heads;
+  for (const auto& n : ListDir(ctx_->dir + "/volumes")) {
+    VolumeMeta m;
+    FERRY_RETURN_IF_ERROR(LoadMeta(n, &m));  // strict: a volume we cannot read stops the sweep
+    heads.insert(m.head);
+    auto add = [&](const ChunkMap& map) {
+      for (uint64_t i = 0; i < map.size(); ++i)
+        if (map[i]) refs.insert({map[i], i});
+    };
+    ChunkMap eff;
+    FERRY_RETURN_IF_ERROR(EffectiveMap(m, false, &eff));
+    add(eff);
+    for (const auto& sm : m.snaps) add(sm.map);
+  }
+  int freed = 0;
+  for (const auto& dn : ListDir(ctx_->dir + "/chunks")) {
+    uint64_t id = 0;
+    if (!ParseHex16(dn, &id) || heads.count(id)) continue;
+    for (const auto& fn : ListDir(ctx_->dir + "/chunks/" + dn)) {
+      if (AllDigits(fn.c_str()) && refs.count({id, std::strtoull(fn.c_str(), nullptr, 10)})) continue;
+      if (::unlinkat(ctx_->chunks_fd, (dn + "/" + fn).c_str(), 0) == 0) ++freed;
+    }
+    ::unlinkat(ctx_->chunks_fd, dn.c_str(), AT_REMOVEDIR);
+  }
+  if (freed) ctx_->log.Info("garbage collection freed " + std::to_string(freed) + " chunk file(s)");
   return Status::Ok();
 }
 

@@ -5,8 +5,8 @@
 // `store.lock` (fcntl, so across processes) and the volume's exclusive lock;
 // it bumps the volume's generation in `hdr` first, commits with one atomic
 // rename, and only then frees space, so a crash leaves the old or the new
-// state (at worst some unreferenced chunk files, reclaimed by later deletes of
-// the trash). One FileStore per data directory per process: POSIX locks are
+// state (at worst some unreferenced chunk files, reclaimed when a Store is
+// next opened on the directory). One FileStore per data directory per process: POSIX locks are
 // per process.
 #pragma once
 
@@ -66,6 +66,10 @@ class FileStore : public Store {
   void FreeChunks(const std::set<ChunkRef>& candidates, const std::set<ChunkRef>& refs) const;
   void RemoveHeadDirLeftovers(uint64_t head) const;
   Status FinishTrash();
+  // Under the store lock: removes every chunk file no map references and
+  // every chunk dir that is no volume's head (what a crash after a commit
+  // point can leave behind). Does nothing if any volume's metadata is unreadable.
+  Status CollectGarbage();
 
   std::shared_ptr<StoreContext> ctx_;
   const int lock_fd_;

@@ -185,6 +185,14 @@ TEST_P(CrashPoints, OldOrNewStateNeverAMix) {
   auto s = MustOpen(d.path());
   c.check(*s, w);
   StillWorks(*s);
+  // No leak: once everything is deleted, no chunk file is left.
+  auto vols = s->ListVolumes();
+  ASSERT_TRUE(vols.ok());
+  for (const auto& vi : *vols) {
+    for (const auto& sn : vi.snapshots) ASSERT_TRUE(s->DeleteSnapshot(vi.name, sn.name).ok());
+    ASSERT_TRUE(s->DeleteVolume(vi.name).ok());
+  }
+  EXPECT_EQ(CountChunkFiles(d.path()), 0);
 }
 
 INSTANTIATE_TEST_SUITE_P(Store, CrashPoints, ::testing::Range(0, static_cast<int>(Cases().size())),
