@@ -54,7 +54,7 @@ struct Session {
 class ServerHandshake {
  public:
   struct Options {
-    uint32_t min_block = 1;
+    uint32_t min_block = 512;  // advertised only; unaligned requests are still served
     uint32_t preferred_block = 4096;
     uint32_t max_block = kMaxPayload;
     uint32_t max_option_len = 64 * 1024;

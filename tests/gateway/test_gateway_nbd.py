@@ -22,7 +22,7 @@ def test_nbdinfo_size_block_sizes_and_list(gw):
     import json
     info = json.loads(out)["exports"][0]
     assert info["export-size"] == 64 * MiB
-    assert info["block_size_minimum"] == 1
+    assert info["block_size_minimum"] == 512
     assert info["block_size_preferred"] == 4096
     assert info["block_size_maximum"] == 32 * MiB
     assert info["is_read_only"] is False
@@ -88,9 +88,9 @@ def test_trim_and_write_zeroes(gw):
     h.trim(MiB, 0)
     assert h.pread(MiB, 0) == b"\0" * MiB
     assert h.pread(MiB, MiB) == b"\xab" * MiB
-    h.zero(4096, 4 * MiB + 100)
+    h.zero(4096, 4 * MiB + 512)
     got = h.pread(8192, 4 * MiB)
-    assert got[:100] == b"\xab" * 100 and got[100:4196] == b"\0" * 4096 and got[4196:] == b"\xab" * (8192 - 4196)
+    assert got[:512] == b"\xab" * 512 and got[512:4608] == b"\0" * 4096 and got[4608:] == b"\xab" * (8192 - 4608)
     h.zero(MiB, 5 * MiB, nbd.CMD_FLAG_NO_HOLE)
     assert h.pread(MiB, 5 * MiB) == b"\0" * MiB
     h.trim(4096, 6 * MiB - 4096, nbd.CMD_FLAG_FUA)

@@ -157,8 +157,8 @@ def test_malformed_requests(procs, tmp_path):
     for i in range(32):
         s3.sendall(struct.pack(">IHHQQI", 0x25609513, 0, 0, i, 0, 65536))
     s3.close()
-    good.pwrite(b"still fine", 0)
-    assert good.pread(10, 0) == b"still fine"
+    good.pwrite(b"still fine" + b"\0" * 4086, 0)
+    assert good.pread(4096, 0)[:10] == b"still fine"
     good.shutdown()
     assert gw.proc.poll() is None
 
@@ -214,7 +214,7 @@ def test_registration_heartbeat_and_backend_outage(procs, tmp_path):
         srv.server_close()
     assert gw.proc.poll() is None
     h = connect(gw, "v")
-    h.pwrite(b"x", 0)
+    h.pwrite(b"x" * 512, 0)
     h.shutdown()
 
 
@@ -243,3 +243,37 @@ def test_bad_flags_exit_with_usage(tmp_path):
                            capture_output=True, text=True, timeout=10)
         assert r.returncode == 2, (argv, r.stderr)
         assert "ferry-gateway:" in r.stderr
+
+
+def test_ini_config_file_and_flag_override(procs, tmp_path):
+    from ferrytest import binary, http
+    nbd_port, admin_port, other = free_port(), free_port(), free_port()
+    ini = tmp_path / "ferry.ini"
+    ini.write_text(f"""[gateway]
+data_dir = {tmp_path / 'data'}
+nbd_listen = 127.0.0.1:{other}
+admin_listen = 127.0.0.1:{admin_port}
+chunk_size = 131072
+
+[auth]
+token = from-ini
+""")
+    p = procs.start("gw", [binary("ferry-gateway"), "--config", str(ini), "--nbd-listen", f"127.0.0.1:{nbd_port}"])
+    assert _wait(lambda: _health(admin_port) is not None or p.poll() is not None, 15)
+    js = _health(admin_port)
+    assert js is not None, open(p.ferry_log).read()
+    assert js["nbd"] == f"127.0.0.1:{nbd_port}"  # the flag wins over the file
+    assert js["data_dir"] == str(tmp_path / "data")
+    url = f"http://127.0.0.1:{admin_port}/v1/volumes"
+    assert http("POST", url, {"name": "v", "size": MiB})[0] == 401
+    st, v = http("POST", url, {"name": "v", "size": MiB}, token="from-ini")
+    assert st == 201 and v["chunk_size"] == 131072
+
+
+def _health(admin_port):
+    from ferrytest import http
+    try:
+        st, js = http("GET", f"http://127.0.0.1:{admin_port}/healthz", timeout=1)
+        return js if st == 200 else None
+    except OSError:
+        return None

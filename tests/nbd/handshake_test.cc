@@ -119,7 +119,7 @@ TEST_F(HandshakeTest, GoWithBlockSizeAndName) {
     auto d1 = reinterpret_cast<const uint8_t*>(replies[1].data.data());
     ASSERT_EQ(replies[1].data.size(), 14u);
     EXPECT_EQ(Get16(d1), kInfoBlockSize);
-    EXPECT_EQ(Get32(d1 + 2), 1u);
+    EXPECT_EQ(Get32(d1 + 2), 512u);
     EXPECT_EQ(Get32(d1 + 6), 4096u);
     EXPECT_EQ(Get32(d1 + 10), kMaxPayload);
     EXPECT_EQ(replies[2].data.substr(2), "vol");
