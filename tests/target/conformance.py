@@ -1,0 +1,207 @@
+#!/usr/bin/env python3
+"""Conformance runner: libiscsi's iscsi-test-cu --dataloss against ferry-target
+(target -> real ferry-gateway -> store) and against tgt (tgtd, rdwr file LUN of
+the same size), in one run on loopback. Two initiator names are admitted by
+ACL (not "open"), and the multipath URL goes through a second portal.
+
+Scores each log with /work/shared/tools/cu-score semantics (worst verdict per
+distinct test), prints both scores and Ferry's non-PASS tests, and exits 1
+when Ferry has any FAIL (or --min-pass is not reached).
+
+usage: tests/target/conformance.py [--build DIR] [--only ferry|tgt] [--size-mib N]
+                                   [--min-pass N] [--keep DIR] [--test REGEX]
+"""
+import argparse
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "lib"))
+sys.path.insert(0, HERE)
+import ferrytest  # noqa: E402
+from ferrytest import Procs, free_port, wait_port  # noqa: E402
+
+INIT1 = "iqn.2007-10.com.github:sahlberg:libiscsi:iscsi-test"
+INIT2 = "iqn.2007-10.com.github:sahlberg:libiscsi:iscsi-test-2"
+IQN = "iqn.2026-11.io.ferry:conformance"
+RANK = {"PASS": 0, "SKIP": 1, "FAIL": 2}
+
+
+def score(text, strict=False):
+    """Worst verdict per distinct SUITE.TEST. strict=True: exactly the rules of
+    /work/shared/tools/cu-score; otherwise also a verdict followed on its line
+    by teardown output counts (cu-score drops those tests)."""
+    results, suite, test, skipped = {}, None, None, False
+
+    def put(name, verdict):
+        if RANK[verdict] >= RANK.get(results.get(name), -1):
+            results[name] = verdict
+
+    for line in text.splitlines():
+        m = re.match(r"^Suite: (\S+)", line)
+        if m:
+            suite = m.group(1)
+            continue
+        m = re.match(r"^  Test: (\S+) \.\.\.(.*)$", line)
+        if m:
+            test, rest = m.group(1), m.group(2)
+            skipped = "[SKIPPED]" in rest
+            line = rest
+        if test is None:
+            continue
+        if "[SKIPPED]" in line:
+            skipped = True
+        tail = line.strip()
+        # CUnit prints its verdict without a newline, so a test's teardown log
+        # ("Send PRIN/READ_KEYS" with -V) may follow it on the same line.
+        if not strict and re.match(r"^(passed|FAILED)\s{2,}\S", tail):
+            tail = tail.split()[0]
+        if tail.endswith("passed") and not tail.startswith("[") or tail == "passed":
+            put(f"{suite}.{test}", "SKIP" if skipped else "PASS")
+            test = None
+        elif tail.endswith("FAILED") and not tail.startswith("["):
+            put(f"{suite}.{test}", "FAIL")
+            test = None
+    return results
+
+
+def counts(res):
+    c = {k: sum(1 for v in res.values() if v == k) for k in RANK}
+    return f"pass {c['PASS']} skip {c['SKIP']} fail {c['FAIL']} total {len(res)}", c
+
+
+def run_cu(url, url2, log, test=None, timeout=1800):
+    # Line-buffered stdout: CUnit verdicts (stdout) and the -V SCSI log (stderr) must not interleave.
+    argv = ["stdbuf", "-oL", "-eL", "iscsi-test-cu", "--dataloss", "-V", "-i", INIT1, "-I", INIT2]
+    if test:
+        argv += ["-t", test]
+    argv += [url, url2]
+    t0 = time.time()
+    with open(log, "w") as f:
+        p = subprocess.run(argv, stdout=f, stderr=subprocess.STDOUT, timeout=timeout)
+    return p.returncode, time.time() - t0
+
+
+def http_ok(method, url, body, token):
+    st, resp = ferrytest.http(method, url, body, token=token, timeout=30)
+    if st not in (200, 201):
+        raise RuntimeError(f"{method} {url} -> {st} {resp}")
+    return resp
+
+
+def run_ferry(procs, work, size, test):
+    token = "conformance"
+    nbd, gadm = free_port(), free_port()
+    procs.start("ferry-gateway", [ferrytest.binary("ferry-gateway"), "--data-dir", os.path.join(work, "data"),
+                                  "--nbd-listen", f"127.0.0.1:{nbd}", "--admin-listen", f"127.0.0.1:{gadm}",
+                                  "--token", token, "--log-level", "warn"])
+    wait_port("127.0.0.1", gadm, 20)
+    wait_port("127.0.0.1", nbd, 20)
+    http_ok("POST", f"http://127.0.0.1:{gadm}/v1/volumes", {"name": "cu", "size": size}, token)
+    p1, p2, tadm = free_port(), free_port(), free_port()
+    procs.start("ferry-target", [ferrytest.binary("ferry-target"), "--state-dir", os.path.join(work, "state"),
+                                 "--iscsi-listen", f"127.0.0.1:{p1}", "--iscsi-listen", f"127.0.0.1:{p2}",
+                                 "--admin-listen", f"127.0.0.1:{tadm}", "--token", token,
+                                 "--log-level", "warn"])
+    wait_port("127.0.0.1", tadm, 20)
+    admin = f"http://127.0.0.1:{tadm}"
+    http_ok("POST", admin + "/v1/targets", {"iqn": IQN, "acl": {"initiators": [INIT1, INIT2]}}, token)
+    http_ok("POST", admin + f"/v1/targets/{IQN}/luns", {"volume": "cu", "gateways": [f"127.0.0.1:{nbd}"]}, token)
+    log = os.path.join(work, "ferry-cu.log")
+    rc, secs = run_cu(f"iscsi://127.0.0.1:{p1}/{IQN}/1", f"iscsi://127.0.0.1:{p2}/{IQN}/1", log, test)
+    return log, secs
+
+
+def run_tgt(procs, work, size, test):
+    if not shutil.which("tgtd"):
+        raise RuntimeError("tgtd not installed (apt-get install tgt)")
+    port = free_port()
+    # -C is an index for tgtd's control socket (/var/run/tgtd/socket.N, N <= 32767), not a TCP port.
+    ctl = random.randint(1000, 30000)
+    while os.path.exists(f"/var/run/tgtd/socket.{ctl}"):
+        ctl = random.randint(1000, 30000)
+    backing = os.path.join(work, "tgt.img")
+    with open(backing, "wb") as f:
+        f.truncate(size)
+    procs.start("tgtd", ["tgtd", "-f", "-C", str(ctl), "--iscsi", f"portal=127.0.0.1:{port}"])
+    wait_port("127.0.0.1", port, 20)
+    adm = ["tgtadm", "-C", str(ctl), "--lld", "iscsi"]
+
+    def tgtadm(*a):
+        for _ in range(50):  # the control socket appears shortly after the portal
+            p = subprocess.run(adm + list(a), capture_output=True, text=True, timeout=30)
+            if p.returncode == 0:
+                return
+            if "connect" not in (p.stderr + p.stdout).lower():
+                raise RuntimeError(f"tgtadm {a}: {p.stderr}{p.stdout}")
+            time.sleep(0.1)
+        raise RuntimeError(f"tgtadm {a}: control port never answered")
+
+    tiqn = "iqn.2026-11.io.ferry:tgt-peer"
+    tgtadm("--mode", "target", "--op", "new", "--tid", "1", "--targetname", tiqn)
+    tgtadm("--mode", "logicalunit", "--op", "new", "--tid", "1", "--lun", "1", "--backing-store", backing,
+           "--bstype", "rdwr")
+    for name in (INIT1, INIT2):
+        tgtadm("--mode", "target", "--op", "bind", "--tid", "1", "--initiator-name", name)
+    log = os.path.join(work, "tgt-cu.log")
+    url = f"iscsi://127.0.0.1:{port}/{tiqn}/1"
+    rc, secs = run_cu(url, url, log, test)
+    return log, secs
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--build", help="build dir (default $FERRY_BUILD_DIR or ./build)")
+    ap.add_argument("--only", choices=["ferry", "tgt"])
+    ap.add_argument("--size-mib", type=int, default=128)
+    ap.add_argument("--min-pass", type=int, default=0)
+    ap.add_argument("--keep", help="keep logs in this directory")
+    ap.add_argument("--test", help="iscsi-test-cu -t filter (FAMILY[.SUITE[.TEST]])")
+    a = ap.parse_args()
+    if a.build:
+        ferrytest.BIN = os.path.join(os.path.abspath(a.build), "bin")
+    work = a.keep or tempfile.mkdtemp(prefix="ferry-conformance-")
+    os.makedirs(work, exist_ok=True)
+    size = a.size_mib << 20
+    scores = {}
+    with Procs(work) as procs:
+        if a.only in (None, "ferry"):
+            log, secs = run_ferry(procs, work, size, a.test)
+            scores["ferry"] = (score(open(log, errors="replace").read()), secs, log)
+        procs.close()
+        procs.procs.clear()
+        if a.only in (None, "tgt"):
+            log, secs = run_tgt(procs, work, size, a.test)
+            scores["tgt"] = (score(open(log, errors="replace").read()), secs, log)
+    for name, (res, secs, log) in scores.items():
+        line, _ = counts(res)
+        strict, _ = counts(score(open(log, errors="replace").read(), strict=True))
+        print(f"{name}: {line}   [cu-score: {strict}]   ({secs:.0f} s, log {log})")
+    failed = False
+    if "ferry" in scores:
+        res = scores["ferry"][0]
+        bad = sorted(k for k, v in res.items() if v != "PASS")
+        if bad:
+            print("ferry non-PASS tests:")
+            for k in bad:
+                peer = scores.get("tgt", ({},))[0].get(k, "-")
+                print(f"  {res[k]:4} {k}   (tgt: {peer})")
+        _, c = counts(res)
+        if not res or c["FAIL"] > 0 or c["PASS"] < a.min_pass:
+            failed = True
+        if "tgt" in scores:
+            _, t = counts(scores["tgt"][0])
+            print(f"ferry PASS - tgt PASS = {c['PASS'] - t['PASS']}")
+    if not a.keep and not failed:
+        shutil.rmtree(work, ignore_errors=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
