@@ -17,6 +17,9 @@ namespace ferry::store {
 
 namespace {
 constexpr auto kMetaWait = std::chrono::seconds(30);
+// How long an idle volume keeps its shared I/O lock (saves 4 syscalls per I/O
+// at queue depth 1; a metadata change elsewhere waits at most about this long).
+constexpr auto kLinger = std::chrono::milliseconds(2);
 
 bool AllDigits(const char* s) {
   if (!*s) return false;
@@ -214,9 +217,15 @@ Result<std::unique_ptr<Store>> FileStore::Create(const std::string& dir, Options
   return std::unique_ptr<Store>(std::move(s));
 }
 
-FileStore::FileStore(std::shared_ptr<StoreContext> ctx, int lock_fd) : ctx_(std::move(ctx)), lock_fd_(lock_fd) {}
+FileStore::FileStore(std::shared_ptr<StoreContext> ctx, int lock_fd)
+    : ctx_(std::move(ctx)), linger_(std::make_shared<LockLinger>(kLinger)), lock_fd_(lock_fd) {
+  linger_->Start();
+}
 
-FileStore::~FileStore() { ::close(lock_fd_); }
+FileStore::~FileStore() {
+  linger_->Stop();  // drop every lingering volume lock before the fds go
+  ::close(lock_fd_);
+}
 
 Status FileStore::LoadMeta(const std::string& name, VolumeMeta* m) const {
   std::string text;
@@ -253,7 +262,7 @@ Result<std::shared_ptr<VolumeState>> FileStore::State(const std::string& name) {
   std::string hp = ctx_->VolDir(name) + "/hdr";
   int fd = ::open(hp.c_str(), O_RDWR | O_CLOEXEC);
   if (fd < 0) return Status::FromErrno(errno, "open " + hp);
-  auto s = std::make_shared<VolumeState>(ctx_, name, m.uuid, fd);
+  auto s = std::make_shared<VolumeState>(ctx_, name, m.uuid, fd, linger_);
   states_[name] = s;
   return s;
 }

@@ -72,6 +72,7 @@ class FileStore : public Store {
   Status CollectGarbage();
 
   std::shared_ptr<StoreContext> ctx_;
+  std::shared_ptr<LockLinger> linger_;
   const int lock_fd_;
   std::timed_mutex meta_mu_;
   std::mutex states_mu_;

@@ -129,8 +129,9 @@ class VolumeState::Guard {
   VolumeState* v_;
 };
 
-VolumeState::VolumeState(std::shared_ptr<const StoreContext> ctx, std::string name, uint64_t uuid, int hdr_fd)
-    : ctx_(std::move(ctx)), name_(std::move(name)), uuid_(uuid), hdr_fd_(hdr_fd) {}
+VolumeState::VolumeState(std::shared_ptr<const StoreContext> ctx, std::string name, uint64_t uuid, int hdr_fd,
+                         std::shared_ptr<LockLinger> linger)
+    : ctx_(std::move(ctx)), name_(std::move(name)), uuid_(uuid), hdr_fd_(hdr_fd), linger_(std::move(linger)) {}
 
 VolumeState::~VolumeState() {
   view_.reset();
@@ -203,20 +204,27 @@ Status VolumeState::Enter(bool write, uint64_t epoch) {
       continue;
     }
     auto now = Clock::now();
-    if (refs_ == 0) {
+    if (!held_) {
       FERRY_RETURN_IF_ERROR(AcquireShared(deadline));
+      held_ = true;
       last_gate_check_ = now;
     } else if (now - last_gate_check_ > kGateCheck) {
       last_gate_check_ = now;
       if (LockHolder(hdr_fd_, kGateByte, LockKind::kExclusive) != 0) {
-        draining_ = true;  // finish what is in flight, let the other process in
+        // Someone waits to change the volume: finish what is in flight, let it in.
+        if (refs_ == 0) {
+          Unlock(hdr_fd_, kDataByte);
+          held_ = false;
+        } else {
+          draining_ = true;
+        }
         continue;
       }
     }
     break;
   }
   if (write && epoch != epoch_) {
-    if (refs_ == 0) Unlock(hdr_fd_, kDataByte);
+    if (refs_ == 0) IdleLocked();
     return Status::Fenced("volume " + name_ + ": epoch " + std::to_string(epoch) + " fenced by epoch " +
                           std::to_string(epoch_));
   }
@@ -226,10 +234,89 @@ Status VolumeState::Enter(bool write, uint64_t epoch) {
 
 void VolumeState::Exit() {
   std::lock_guard<std::mutex> lk(mu_);
-  if (--refs_ == 0) {
-    Unlock(hdr_fd_, kDataByte);
-    draining_ = false;
+  if (--refs_ == 0) IdleLocked();
+}
+
+void VolumeState::IdleLocked() {
+  if (!draining_ && linger_) {
+    idle_since_ = Clock::now();
+    if (registered_) return;
+    if (linger_->Register(weak_from_this())) {
+      registered_ = true;
+      return;
+    }
+  }
+  Unlock(hdr_fd_, kDataByte);
+  held_ = false;
+  draining_ = false;
+  cv_.notify_all();
+}
+
+bool VolumeState::ReleaseIfIdle(Clock::time_point now, bool force) {
+  std::lock_guard<std::mutex> lk(mu_);
+  if (!held_ || refs_ > 0) {
+    registered_ = held_;  // busy: look again later; not held: nothing to do
+    return registered_;
+  }
+  if (!force && now - idle_since_ < linger_->linger()) return true;
+  Unlock(hdr_fd_, kDataByte);
+  held_ = false;
+  registered_ = false;
+  cv_.notify_all();
+  return false;
+}
+
+// --- LockLinger ----------------------------------------------------------------
+
+LockLinger::~LockLinger() { Stop(); }
+
+bool LockLinger::Register(const std::weak_ptr<VolumeState>& v) {
+  std::lock_guard<std::mutex> lk(mu_);
+  if (stopped_ || !thread_.joinable()) return false;
+  idle_.push_back(v);
+  if (idle_.size() == 1) cv_.notify_one();
+  return true;
+}
+
+void LockLinger::Start() {
+  std::lock_guard<std::mutex> lk(mu_);
+  if (!thread_.joinable() && !stopped_) thread_ = std::thread([this] { Run(); });
+}
+
+void LockLinger::Stop() {
+  std::vector<std::weak_ptr<VolumeState>> left;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    stopped_ = true;
+    left.swap(idle_);
     cv_.notify_all();
+  }
+  if (thread_.joinable()) thread_.join();
+  std::lock_guard<std::mutex> lk(mu_);
+  for (auto& w : idle_) left.push_back(w);
+  idle_.clear();
+  for (auto& w : left)
+    if (auto v = w.lock()) v->ReleaseIfIdle(Clock::now(), true);
+}
+
+void LockLinger::Run() {
+  std::unique_lock<std::mutex> lk(mu_);
+  while (!stopped_) {
+    if (idle_.empty()) {
+      cv_.wait(lk);
+      continue;
+    }
+    cv_.wait_for(lk, std::max<std::chrono::milliseconds>(linger_ / 2, std::chrono::milliseconds(1)));
+    if (stopped_) break;
+    std::vector<std::weak_ptr<VolumeState>> batch;
+    batch.swap(idle_);
+    lk.unlock();
+    std::vector<std::weak_ptr<VolumeState>> keep;
+    auto now = Clock::now();
+    for (auto& w : batch)
+      if (auto v = w.lock(); v && v->ReleaseIfIdle(now, false)) keep.push_back(w);
+    lk.lock();
+    idle_.insert(idle_.end(), keep.begin(), keep.end());
   }
 }
 
@@ -249,6 +336,10 @@ Status VolumeState::LockExclusive() {
       cv_.notify_all();
       return Status::Timeout("volume " + name_ + ": I/O in this process did not drain in time");
     }
+  }
+  if (held_) {  // lingering shared lock of our own
+    Unlock(hdr_fd_, kDataByte);
+    held_ = false;
   }
   lk.unlock();
   // GATE may be held by another process's change, which itself may wait up to

@@ -6,11 +6,12 @@
 //  - GATE byte: held EXCLUSIVE by a process that wants to change the volume
 //    (metadata op or epoch raise). New I/O does not start while it is held.
 //  - DATA byte: held SHARED by a process while it has I/O in flight on the
-//    volume (taken on the 0->1 transition of an in-process count, dropped on
-//    1->0), EXCLUSIVE by the process changing the volume. While a process
-//    holds it shared, epoch and generation cannot change, so they are read
-//    from `hdr` only when it is (re)taken. A process that holds it for long
-//    looks at GATE every few ms and drains when someone waits.
+//    volume (taken on the 0->1 transition of an in-process count; kept for a
+//    short linger after 1->0 so back-to-back I/O costs no fcntl, then dropped
+//    by the LockLinger reaper), EXCLUSIVE by the process changing the volume.
+//    While a process holds it shared, epoch and generation cannot change, so
+//    they are read from `hdr` only when it is (re)taken. A process that holds
+//    it looks at GATE every few ms and drains when someone waits.
 // Promises: a write is checked against the epoch under the shared lock and
 // changes no byte when fenced; the chunk map is reloaded whenever the
 // generation moved; no store-wide lock on the I/O path; every wait bounded.
@@ -21,6 +22,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "target/store/file_lock.h"
@@ -48,9 +50,35 @@ Status WriteHeaderFd(int fd, const Header& h);  // pwrite + fdatasync
 Status ReadSharedChunk(int chunks_fd, uint64_t owner, uint64_t idx, std::atomic<int>* cache, char* buf,
                        uint64_t len, uint64_t off);
 
-class VolumeState {
+class VolumeState;
+
+// LockLinger: lets idle volumes keep their shared DATA lock for `linger` and
+// releases it afterwards from one reaper thread (owned by the Store). Once
+// stopped, volumes release at once.
+class LockLinger {
  public:
-  VolumeState(std::shared_ptr<const StoreContext> ctx, std::string name, uint64_t uuid, int hdr_fd);
+  explicit LockLinger(std::chrono::milliseconds linger) : linger_(linger) {}
+  ~LockLinger();
+  std::chrono::milliseconds linger() const { return linger_; }
+  // A volume went idle holding its lock; false when stopped (release now).
+  bool Register(const std::weak_ptr<VolumeState>& v);
+  void Start();
+  void Stop();  // releases every lingering lock and joins the reaper
+
+ private:
+  void Run();
+  const std::chrono::milliseconds linger_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stopped_ = false;
+  std::vector<std::weak_ptr<VolumeState>> idle_;
+  std::thread thread_;
+};
+
+class VolumeState : public std::enable_shared_from_this<VolumeState> {
+ public:
+  VolumeState(std::shared_ptr<const StoreContext> ctx, std::string name, uint64_t uuid, int hdr_fd,
+              std::shared_ptr<LockLinger> linger = nullptr);
   ~VolumeState();
   VolumeState(const VolumeState&) = delete;
   VolumeState& operator=(const VolumeState&) = delete;
@@ -82,11 +110,16 @@ class VolumeState {
   Status Flush();
   Result<std::vector<Extent>> Map(uint64_t off, uint64_t len);
 
+  // Reaper side: drops an idle shared lock once it has lingered long enough
+  // (or at once with `force`). Returns true while it should be looked at again.
+  bool ReleaseIfIdle(Clock::time_point now, bool force);
+
  private:
   struct View;
   class Guard;
   Status Enter(bool write, uint64_t epoch);
   void Exit();
+  void IdleLocked();  // mu_ held, refs_ == 0, DATA shared held: linger or release
   Status AcquireShared(Clock::time_point deadline);
   Status Reload(uint64_t gen);
   Status CheckRange(uint64_t off, uint64_t len) const;
@@ -102,7 +135,11 @@ class VolumeState {
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  int refs_ = 0;               // I/O in flight in this process (DATA shared held iff > 0)
+  std::shared_ptr<LockLinger> linger_;
+  int refs_ = 0;               // I/O in flight in this process
+  bool held_ = false;          // DATA shared held (refs_ > 0, or lingering)
+  bool registered_ = false;    // known to the reaper
+  Clock::time_point idle_since_{};
   bool excl_pending_ = false;  // an in-process exclusive op waits or runs
   bool draining_ = false;      // another process waits at GATE
   bool dead_ = false;
