@@ -285,6 +285,11 @@ class GatewayBlockDevice::Impl {
 
   // ---- completion and counters
   void Complete(const OpPtr& op, const Status& s) {
+    // A reply can overtake the return of the sendmsg() that carried its
+    // request (the kernel already copied the buffer). Wait for that return
+    // so no thread is inside a call that names the caller's buffer when the
+    // callback runs; this wait is microseconds, never on the network.
+    while (op->sending.load() > 0) std::this_thread::yield();
     inflight_.fetch_sub(1);
     Finish(op, s);
   }
