@@ -191,9 +191,9 @@ void ServerHandshake::OptExportName(std::string* out) {
   }
   session_.export_name = name;
   session_.info = r.value();
-  session_.structured = false;  // cannot be used with EXPORT_NAME (no way to tell the client)
-  session_.base_allocation = false;
-  session_.tflags = TransmissionFlags(session_.info, false);
+  // Structured replies and meta contexts negotiated earlier stay in force.
+  session_.base_allocation = meta_set_ && session_.structured && meta_export_ == name;
+  session_.tflags = TransmissionFlags(session_.info, session_.structured);
   Append64(out, session_.info.size);
   Append16(out, session_.tflags);
   if (!no_zeroes_) out->append(124, '\0');

@@ -218,3 +218,18 @@ def test_many_requests_in_flight_on_one_connection(gw):
     for b, i in rbufs:
         assert bytes(b.to_bytearray()) == bufs[i], i
     h.shutdown()
+
+
+def test_simple_replies_without_structured_negotiation(gw):
+    gw.create("simple", MiB)
+    h = connect(gw, "simple", structured=False)
+    assert not h.get_structured_replies_negotiated()
+    assert not h.can_meta_context("base:allocation")
+    data = os.urandom(300 * 1024)  # larger than the inline limit: goes through the worker pool
+    h.pwrite(data, 0)
+    assert h.pread(len(data), 0) == data
+    h.set_strict_mode(0)
+    with pytest.raises(nbd.Error):
+        h.pread(4096, MiB)
+    assert h.pread(4096, 0) == data[:4096]
+    h.shutdown()

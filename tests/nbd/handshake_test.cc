@@ -200,6 +200,11 @@ TEST_F(HandshakeTest, ExportNameOldStyle) {
   ServerHandshake h2(&fake, opts);
   out = Feed(h2, B32(kClientFlagFixedNewstyle | kClientFlagNoZeroes) + Opt(kOptExportName, "vol"));
   EXPECT_EQ(out.size(), 10u);
+  ServerHandshake h4(&fake, opts);
+  Feed(h4, B32(kClientFlagFixedNewstyle | kClientFlagNoZeroes) + Opt(kOptStructuredReply, "") +
+               Opt(kOptExportName, "vol"));
+  ASSERT_EQ(h4.state(), ServerHandshake::State::kTransmission);
+  EXPECT_TRUE(h4.session().structured);  // negotiated before EXPORT_NAME: stays in force
   ServerHandshake h3(&fake, opts);
   out = Feed(h3, B32(kClientFlagFixedNewstyle) + Opt(kOptExportName, "missing"));
   EXPECT_EQ(h3.state(), ServerHandshake::State::kClosed);
