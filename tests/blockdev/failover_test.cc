@@ -310,6 +310,81 @@ TEST_F(QemuFailover, NotSwitchableNeitherSwitchesNorFailsBack) {
 }
 
 #ifdef FERRY_GATEWAY_BIN
+// One ferry-gateway process on fixed ports, restartable.
+struct FerryGateway {
+  std::string data_dir, log;
+  uint16_t nbd = FreePort(), admin = FreePort();
+  std::unique_ptr<ChildProcess> proc;
+  std::string addr() const { return "127.0.0.1:" + std::to_string(nbd); }
+  bool Start() {
+    proc = ChildProcess::Spawn({FERRY_GATEWAY_BIN, "--data-dir", data_dir, "--nbd-listen",
+                                "127.0.0.1:" + std::to_string(nbd), "--admin-listen",
+                                "127.0.0.1:" + std::to_string(admin), "--log-level", "warn"},
+                               log);
+    return proc && WaitPort(nbd, seconds(10)) && WaitPort(admin, seconds(10));
+  }
+};
+
+// kill -9 of the current ferry-gateway, ten times, under a verifying writer:
+// no error, and the time to the first I/O completed afterwards.
+TEST(GatewayFailover, KillMinus9TenTimesWithFerryGateways) {
+  std::string dir = MakeTempDir("ferry-blockdev-gwkill-");
+  ASSERT_FALSE(dir.empty());
+  std::vector<std::unique_ptr<FerryGateway>> gw;
+  for (int i = 0; i < 2; ++i) {
+    gw.push_back(std::make_unique<FerryGateway>());
+    gw[i]->data_dir = dir + "/data";
+    gw[i]->log = dir + "/gw" + std::to_string(i) + ".log";
+    ASSERT_TRUE(gw[i]->Start()) << "see " << gw[i]->log;
+  }
+  HttpClient http;
+  auto r = http.Post("http://127.0.0.1:" + std::to_string(gw[0]->admin) + "/v1/volumes",
+                     "{\"name\":\"vol\",\"size\":" + std::to_string(kDiskSize) + "}");
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  ASSERT_LT(r->status, 300) << r->body;
+  GatewayBlockDeviceConfig c;
+  c.volume = "vol";
+  c.gateways = {gw[0]->addr(), gw[1]->addr()};
+  c.epoch = 1;
+  c.timeouts = std::make_shared<Timeouts>();
+  c.logger = Logger("blockdev-gwkill", LogLevel::kWarn);
+  GatewayBlockDevice dev(c);
+  ASSERT_TRUE(dev.Start().ok());
+  VerifyingWriter w(&dev, 8, kBlocks);
+  w.Start();
+  auto progress = [&](uint64_t n) {
+    uint64_t base = w.writes() + w.reads();
+    return WaitFor([&] { return w.writes() + w.reads() >= base + n; }, seconds(10));
+  };
+  std::vector<int64_t> times;
+  for (int trial = 0; trial < 10; ++trial) {
+    ASSERT_TRUE(progress(300)) << "trial " << trial;
+    int cur = dev.current_gateway() == gw[0]->addr() ? 0 : 1;
+    auto t_kill = Clock::now();
+    gw[cur]->proc->Kill();
+    ASSERT_TRUE(WaitFor([&] { return dev.current_gateway() == gw[1 - cur]->addr(); }, seconds(5)));
+    ASSERT_TRUE(progress(50));
+    auto first = w.FirstCompletionIssuedAfter(t_kill);
+    ASSERT_TRUE(first.has_value());
+    times.push_back(Ms(*first - t_kill));
+    ASSERT_TRUE(gw[cur]->Start()) << "restart failed; see " << gw[cur]->log;
+  }
+  w.Stop();
+  std::sort(times.begin(), times.end());
+  std::printf("ferry-gateway kill -9 -> first completed I/O, 10 trials: median %lld ms, max %lld ms; "
+              "max I/O latency %lld ms\n",
+              static_cast<long long>((times[4] + times[5]) / 2), static_cast<long long>(times.back()),
+              static_cast<long long>(w.MaxLatency().count()));
+  EXPECT_LT(times.back(), 1000);
+  EXPECT_EQ(dev.epoch(), 11u);
+  EXPECT_EQ(w.errors(), 0u) << w.first_problem();
+  EXPECT_EQ(w.mismatches(), 0u) << w.first_problem();
+  EXPECT_EQ(w.VerifyAll(&dev), 0u) << w.first_problem();
+  dev.Stop();
+  gw.clear();
+  if (!HasFailure()) RemoveTree(dir);
+}
+
 // Two ferry-gateway processes on one data directory. The current one is
 // stopped with writes in flight; after the switch (epoch 2) it is continued:
 // none of its queued writes may land.
