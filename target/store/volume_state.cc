@@ -253,7 +253,11 @@ void VolumeState::IdleLocked() {
 }
 
 bool VolumeState::ReleaseIfIdle(Clock::time_point now, bool force) {
-  std::lock_guard<std::mutex> lk(mu_);
+  // The reaper must never wait behind one volume (an I/O thread may hold mu_
+  // while it waits out another process's metadata change).
+  std::unique_lock<std::mutex> lk(mu_, std::defer_lock);
+  if (force) lk.lock();
+  else if (!lk.try_lock()) return true;
   if (!held_ || refs_ > 0) {
     registered_ = held_;  // busy: look again later; not held: nothing to do
     return registered_;

@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <thread>
 
 #include "target/store/store.h"
@@ -219,6 +220,51 @@ TEST(StoreProcess, AllocationAndCopyOnWriteRaces) {
       EXPECT_EQ(img[kChunk - 1], 20);
     }
   }
+}
+
+// A healthy process must never be killed: neither when it is idle (its
+// shared lock lingers briefly after I/O) nor when it is busy with a steady
+// stream of I/O (it drains when it sees someone at the gate).
+TEST(StoreFencingProcess, IdleOrBusyHealthyProcessIsNotKilled) {
+  TempDir d;
+  auto s = MustOpen(d.path());
+  ASSERT_TRUE(s->CreateVolume("v", 4 * kChunk).ok());
+  auto h = *s->OpenVolume("v", 1, false);
+  std::vector<char> buf(4096, 'q');
+  ASSERT_TRUE(h->Write(0, 4096, buf.data(), false).ok());  // now idle, lock lingering
+  auto raise_in_child = [&](uint64_t epoch) {
+    return ForkChild([&d, epoch] {
+      auto o = testing::SmallChunks();
+      o.fence_drain_timeout = 1000ms;
+      auto cs = ChildStore(d.path(), o);
+      auto t0 = std::chrono::steady_clock::now();
+      auto r = cs->RaiseEpoch("v", epoch);
+      if (!r.ok() || *r != epoch) return 1;
+      return std::chrono::steady_clock::now() - t0 < 900ms ? 0 : 2;  // no drain timeout hit
+    });
+  };
+  ASSERT_TRUE(ExitedWith(WaitChild(raise_in_child(2), 20s), 0));
+  EXPECT_EQ(h->Write(0, 4096, buf.data(), false).code(), Status::Code::kFenced);
+  // Busy: a thread keeps reading and writing through an epoch-2 handle.
+  auto h2 = *s->OpenVolume("v", 2, false);
+  std::atomic<bool> stop{false};
+  std::atomic<int> fenced{0}, other{0};
+  std::thread io([&] {
+    std::vector<char> b(4096, 'r');
+    for (uint64_t i = 0; !stop; ++i) {
+      Status st = (i % 2) ? h2->Read((i % 64) * 4096, 4096, b.data()) : h2->Write((i % 64) * 4096, 4096, b.data(), false);
+      if (st.code() == Status::Code::kFenced) ++fenced;
+      else if (!st.ok()) ++other;
+    }
+  });
+  std::this_thread::sleep_for(20ms);
+  pid_t pid = raise_in_child(3);
+  int st = WaitChild(pid, 20s);
+  stop = true;
+  io.join();
+  EXPECT_TRUE(ExitedWith(st, 0));
+  EXPECT_GT(fenced.load(), 0);
+  EXPECT_EQ(other.load(), 0);
 }
 
 TEST(StoreFencingProcess, RaiseInAnotherProcessFencesThisHandle) {
