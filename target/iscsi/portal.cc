@@ -202,12 +202,16 @@ void IscsiServer::Impl::Stop() {
   }
   for (auto& c : conns) c->Close();
   {
+    // The slots stay until their threads are joined: each thread marks its slot done at exit.
     std::lock_guard<std::mutex> g(mu_);
     for (auto& s : conns_)
       if (s.thread.joinable()) threads.push_back(std::move(s.thread));
-    conns_.clear();
   }
   for (auto& t : threads) t.join();
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    conns_.clear();
+  }
   ::close(wake_[0]);
   ::close(wake_[1]);
   wake_[0] = wake_[1] = -1;
