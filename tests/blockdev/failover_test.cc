@@ -385,6 +385,84 @@ TEST(GatewayFailover, KillMinus9TenTimesWithFerryGateways) {
   if (!HasFailure()) RemoveTree(dir);
 }
 
+// Fail-back between ferry-gateways: the health probes of the preferred one
+// must not raise the volume's epoch (only the move does), and RefreshSize
+// follows an extend made through the gateway's admin API.
+TEST(GatewayFailover, FailBackAndRefreshSizeWithFerryGateways) {
+  std::string dir = MakeTempDir("ferry-blockdev-gwback-");
+  ASSERT_FALSE(dir.empty());
+  std::vector<std::unique_ptr<FerryGateway>> gw;
+  for (int i = 0; i < 2; ++i) {
+    gw.push_back(std::make_unique<FerryGateway>());
+    gw[i]->data_dir = dir + "/data";
+    gw[i]->log = dir + "/gw" + std::to_string(i) + ".log";
+    ASSERT_TRUE(gw[i]->Start()) << "see " << gw[i]->log;
+  }
+  HttpClient http;
+  std::string vol_url = "http://127.0.0.1:" + std::to_string(gw[1]->admin) + "/v1/volumes";
+  auto r = http.Post(vol_url, "{\"name\":\"vol\",\"size\":" + std::to_string(kDiskSize) + "}");
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  ASSERT_LT(r->status, 300) << r->body;
+  auto store_epoch = [&]() -> int64_t {
+    auto g = http.Get(vol_url + "/vol");
+    if (!g.ok() || g->status != 200) return -1;
+    auto p = g->body.find("\"epoch\":");
+    return p == std::string::npos ? -1 : std::stoll(g->body.substr(p + 8));
+  };
+  auto t = std::make_shared<Timeouts>();
+  ASSERT_TRUE(t->Set("recovery", 10).ok());
+  GatewayBlockDeviceConfig c;
+  c.volume = "vol";
+  c.gateways = {gw[0]->addr(), gw[1]->addr()};
+  c.epoch = 1;
+  c.timeouts = t;
+  c.logger = Logger("blockdev-gwback", LogLevel::kWarn);
+  GatewayBlockDevice dev(c);
+  ASSERT_TRUE(dev.Start().ok());
+  VerifyingWriter w(&dev, 4, kBlocks);
+  w.Start();
+  ASSERT_TRUE(WaitFor([&] { return w.writes() > 300; }, seconds(10)));
+  gw[0]->proc->Kill();
+  ASSERT_TRUE(WaitFor([&] { return dev.current_gateway() == gw[1]->addr(); }, seconds(5)));
+  EXPECT_EQ(store_epoch(), 2);
+  auto t_back = Clock::now();
+  ASSERT_TRUE(gw[0]->Start());
+  // While the preferred is probed (about once a second) the epoch stays.
+  ASSERT_TRUE(WaitFor([&] { return Clock::now() - t_back > seconds(8); }, seconds(9)));
+  EXPECT_EQ(dev.current_gateway(), gw[1]->addr());
+  EXPECT_EQ(store_epoch(), 2);
+  ASSERT_TRUE(WaitFor([&] { return dev.current_gateway() == gw[0]->addr(); }, seconds(10)));
+  std::printf("ferry-gateway fail-back %lld ms after the preferred returned (recovery 10 s)\n",
+              static_cast<long long>(Ms(Clock::now() - t_back)));
+  EXPECT_GE(Clock::now() - t_back, seconds(10));
+  EXPECT_EQ(dev.epoch(), 3u);
+  EXPECT_EQ(store_epoch(), 3);
+  uint64_t base = w.writes();
+  ASSERT_TRUE(WaitFor([&] { return w.writes() > base + 300; }, seconds(10)));
+  // Extend through the gateway, then re-read the size.
+  r = http.Post(vol_url + "/vol/extend", "{\"size\":" + std::to_string(2 * kDiskSize) + "}");
+  ASSERT_TRUE(r.ok());
+  ASSERT_LT(r->status, 300) << r->body;
+  auto sz = dev.RefreshSize();
+  ASSERT_TRUE(sz.ok()) << sz.status().ToString();
+  EXPECT_EQ(*sz, 2 * kDiskSize);
+  EXPECT_EQ(dev.size_bytes(), 2 * kDiskSize);
+  EXPECT_EQ(store_epoch(), 3) << "RefreshSize must not raise the epoch";
+  std::vector<char> tail(4096, 't');
+  std::promise<Status> p;
+  dev.Write(2 * kDiskSize - 4096, 4096, tail.data(), true, [&p](Status s) { p.set_value(s); });
+  auto f = p.get_future();
+  ASSERT_EQ(f.wait_for(seconds(10)), std::future_status::ready);
+  EXPECT_TRUE(f.get().ok());
+  w.Stop();
+  EXPECT_EQ(w.errors(), 0u) << w.first_problem();
+  EXPECT_EQ(w.mismatches(), 0u) << w.first_problem();
+  EXPECT_EQ(w.VerifyAll(&dev), 0u) << w.first_problem();
+  dev.Stop();
+  gw.clear();
+  if (!HasFailure()) RemoveTree(dir);
+}
+
 // Two ferry-gateway processes on one data directory. The current one is
 // stopped with writes in flight; after the switch (epoch 2) it is continued:
 // none of its queued writes may land.
