@@ -1022,6 +1022,7 @@ Result<std::vector<std::pair<std::string, std::string>>> Backend::TargetSessionB
 // ---- reconcile ----
 
 ReconcileReport Backend::Reconcile() {
+  std::lock_guard<std::mutex> one_at_a_time(reconcile_mu_);
   ReconcileReport rep;
   auto note = [&](const std::string& s) {
     rep.actions.push_back(s);
@@ -1036,6 +1037,7 @@ ReconcileReport Backend::Reconcile() {
       auto vr = db_->GetVolume(v0.name);
       if (!vr.ok() || !vr->has_value()) continue;
       db::VolumeRow v = **vr;
+      if (v.state == "available") continue;
       auto gw = GatewayFor(v);
       if (!gw.ok()) { ++rep.skipped; continue; }
       auto info = peers_->GwGetVolume(gw->admin, v.name);
@@ -1095,9 +1097,16 @@ ReconcileReport Backend::Reconcile() {
       // LUNs stuck "removing"/"adding" on a dead target: finish via the evacuate path.
       auto rows = db_->LunsOfTarget(t.ip);
       if (!rows.ok()) continue;
-      for (auto& r : *rows) {
-        if (r.state == "ready") continue;
-        auto guard = locks_.Lock(r.volume);
+      for (auto& r0 : *rows) {
+        if (r0.state == "ready") continue;
+        auto guard = locks_.Lock(r0.volume);
+        std::optional<db::LunRow> cur;
+        auto now_rows = db_->LunsOfVolume(r0.volume);
+        if (now_rows.ok())
+          for (auto& l : *now_rows)
+            if (l.target == t.ip) cur = l;
+        if (!cur || cur->state == "ready") continue;
+        const db::LunRow& r = *cur;
         auto v = db_->GetVolume(r.volume);
         if (!v.ok() || !v->has_value()) continue;
         if (DelLunLocked(**v, r).ok()) { ++rep.fixed; note("lun " + r.volume + "@" + t.ip + " (offline) removed"); }
@@ -1131,10 +1140,19 @@ ReconcileReport Backend::Reconcile() {
       ++rep.orphans;
       note("orphan LUN " + vol + " (" + s.iqn + ") removed from " + t.ip);
     }
-    for (auto& [vol, r] : mapped) {
+    for (auto& [vol, r0] : mapped) {
       auto guard = locks_.Lock(vol);
       auto vr = db_->GetVolume(vol);
       if (!vr.ok() || !vr->has_value()) continue;
+      // Re-read under the volume's lock: an operation may have finished meanwhile.
+      std::optional<db::LunRow> cur;
+      auto now_rows = db_->LunsOfVolume(vol);
+      if (now_rows.ok())
+        for (auto& l : *now_rows)
+          if (l.target == t.ip) cur = l;
+      if (!cur) continue;
+      const db::LunRow& r = *cur;
+      (void)r0;
       bool at_target = present.count(vol) != 0;
       if (r.state == "removing") {
         if (DelLunLocked(**vr, r).ok()) { ++rep.fixed; note("lun " + vol + "@" + t.ip + ": removal finished"); }

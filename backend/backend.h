@@ -183,6 +183,7 @@ class Backend {
   BackendOptions opts_;
   Logger logger_;
   KeyedLocks locks_;
+  std::mutex reconcile_mu_;
   std::mutex beats_mu_;
   std::map<std::string, std::chrono::steady_clock::time_point> beats_;  // "t:ip" / "g:addr"
   std::chrono::steady_clock::time_point started_;
