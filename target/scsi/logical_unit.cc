@@ -76,7 +76,7 @@ void LogicalUnit::Submit(std::unique_ptr<ScsiCommand> cmd, Completion done) {
   bool start = false;
   {
     std::lock_guard<std::mutex> l(ts_mu_);
-    tasks_.push_back(t);
+    t->where = tasks_.insert(tasks_.end(), t);
     if (!exclusive_running_ && (head || pending_.empty()) && (!t->exclusive || running_ == 0)) {
       t->running = true;
       running_++;
@@ -104,7 +104,7 @@ void LogicalUnit::Retire(const TaskPtr& t) {
     std::lock_guard<std::mutex> l(ts_mu_);
     running_--;
     if (t->exclusive) exclusive_running_ = false;
-    tasks_.remove(t);
+    tasks_.erase(t->where);
   }
   Pump();
 }
@@ -177,7 +177,7 @@ void LogicalUnit::AbortIf(const std::function<bool(const Task&)>& pred, std::vec
     for (const TaskPtr& t : hit) {
       if (t->running) continue;
       pending_.erase(std::remove(pending_.begin(), pending_.end(), t), pending_.end());
-      tasks_.remove(t);
+      tasks_.erase(t->where);
     }
   }
   for (const TaskPtr& t : hit) {
@@ -213,7 +213,7 @@ void LogicalUnit::Reset(UnitAttention ua) {
   {
     std::lock_guard<std::mutex> l(st_mu_);
     spc2_holder_.reset();
-    any_reservation_ = pr_.reserved() || pr_.registration_count() > 0;
+    UpdateReservedFlagLocked();
   }
   RaiseUa(ua);
 }
@@ -239,7 +239,7 @@ void LogicalUnit::NexusLost(const Nexus& n) {
     uas_.erase(it);
   }
   if (spc2_holder_ && *spc2_holder_ == key) spc2_holder_.reset();
-  any_reservation_ = spc2_holder_.has_value() || pr_.reserved() || pr_.registration_count() > 0;
+  UpdateReservedFlagLocked();
 }
 
 void LogicalUnit::RaiseUa(UnitAttention ua, const std::string& except_key) {

@@ -87,6 +87,7 @@ class LogicalUnit : public std::enable_shared_from_this<LogicalUnit> {
     std::atomic<bool> completed{false};
     bool exclusive = false;
     bool running = false;
+    std::list<std::shared_ptr<Task>>::iterator where;  // position in tasks_
     std::vector<uint8_t> buf;
   };
   using TaskPtr = std::shared_ptr<Task>;
@@ -170,7 +171,10 @@ class LogicalUnit : public std::enable_shared_from_this<LogicalUnit> {
   std::atomic<size_t> ua_count_{0};
   PersistentReservations pr_;
   std::optional<std::string> spc2_holder_;
-  std::atomic<bool> any_reservation_{false};  // pr_ has registrations/reservation or spc2_holder_
+  // A persistent or SPC-2 reservation exists (registrations alone never make
+  // a command conflict, so they do not take commands off the fast path).
+  std::atomic<bool> any_reservation_{false};
+  void UpdateReservedFlagLocked() { any_reservation_ = spc2_holder_.has_value() || pr_.reserved(); }
   ModePages mode_;
   std::atomic<bool> wce_{true};
   std::atomic<bool> d_sense_{false};

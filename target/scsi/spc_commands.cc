@@ -311,7 +311,7 @@ void LogicalUnit::ReserveRelease(const TaskPtr& t, bool reserve) {
     } else if (spc2_holder_ && *spc2_holder_ == key) {
       spc2_holder_.reset();
     }
-    any_reservation_ = spc2_holder_.has_value() || pr_.reserved() || pr_.registration_count() > 0;
+    UpdateReservedFlagLocked();
   }
   if (conflict) return Conflict(t);
   Good(t);
@@ -350,7 +350,7 @@ void LogicalUnit::PrOut(const TaskPtr& t) {
           ua_count_++;
         }
       }
-      any_reservation_ = spc2_holder_.has_value() || pr_.reserved() || pr_.registration_count() > 0;
+      UpdateReservedFlagLocked();
     }
   }
   if (!out.abort_nexus_keys.empty()) {
