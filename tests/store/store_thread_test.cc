@@ -83,29 +83,41 @@ TEST(StoreThreads, RaiseWhileWritingFencesEveryLaterWrite) {
   auto s = MustOpen(d.path());
   ASSERT_TRUE(s->CreateVolume("v", 4 * kChunk).ok());
   auto a = *s->OpenVolume("v", 1, false);
-  std::atomic<bool> fenced_seen{false}, bad{false};
+  std::atomic<bool> stop{false};
+  std::atomic<int> ok_writes{0}, fenced{0}, bad{0};
   std::vector<std::thread> ts;
   for (int t = 0; t < 2; ++t) {
     ts.emplace_back([&, t] {
       std::vector<char> buf(kBlock, 'a');
-      for (int i = 0; i < 4000; ++i) {
+      for (int i = 0; !stop; ++i) {
         Status st = a->Write(static_cast<uint64_t>((i * 2 + t) % 64) * kBlock, kBlock, buf.data(), false);
-        if (st.code() == Status::Code::kFenced) fenced_seen = true;
-        else if (!st.ok()) bad = true;
+        if (st.ok()) ++ok_writes;
+        else if (st.code() == Status::Code::kFenced) ++fenced;
+        else ++bad;
       }
     });
   }
-  std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  auto wait_for = [](const std::atomic<int>& c, int n) {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (c.load() < n && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    return c.load() >= n;
+  };
+  bool started = wait_for(ok_writes, 100);  // the raise lands among writes in flight
   auto r = s->RaiseEpoch("v", 2);
-  ASSERT_TRUE(r.ok()) << r.status().ToString();
   // After RaiseEpoch returned, every write through `a` is refused and no 'a' byte lands.
-  auto b = *s->OpenVolume("v", 2, false);
+  auto b = s->OpenVolume("v", 2, false);
   std::vector<char> z(4 * kChunk, 'b');
-  ASSERT_TRUE(b->Write(0, z.size(), z.data(), false).ok());
+  bool b_ok = b.ok() && (*b)->Write(0, z.size(), z.data(), false).ok();
+  bool saw_fence = wait_for(fenced, 10);
+  stop = true;
   for (auto& t : ts) t.join();
-  EXPECT_FALSE(bad);
-  EXPECT_TRUE(fenced_seen);
-  auto all = ReadAll(*b, 0, 4 * kChunk);
+  ASSERT_TRUE(started);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  ASSERT_TRUE(b_ok);
+  EXPECT_TRUE(saw_fence);
+  EXPECT_EQ(bad.load(), 0);
+  auto all = ReadAll(**b, 0, 4 * kChunk);
   EXPECT_EQ(std::count(all.begin(), all.end(), 'b'), static_cast<long>(4 * kChunk));
 }
 
