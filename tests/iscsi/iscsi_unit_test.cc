@@ -108,7 +108,8 @@ TEST(PduFramer, AhsIsDelivered) {
 }
 
 TEST(PduFramer, HeaderDigestMismatchIsAnError) {
-  OutPdu p = SamplePdu("abc");
+  std::string payload = "abc";  // outlives the OutPdu that points at it
+  OutPdu p = SamplePdu(payload);
   auto wire = Encode(p, true, false);
   wire[50] ^= 1;  // inside the header digest
   PduFramer f;
@@ -121,7 +122,8 @@ TEST(PduFramer, HeaderDigestMismatchIsAnError) {
 }
 
 TEST(PduFramer, DataDigestMismatchIsFlaggedNotFatal) {
-  OutPdu p = SamplePdu("abcdefgh");
+  std::string payload = "abcdefgh";
+  OutPdu p = SamplePdu(payload);
   auto wire = Encode(p, false, true);
   wire[48] ^= 0x40;  // corrupt data
   PduFramer f;

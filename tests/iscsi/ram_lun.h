@@ -164,7 +164,7 @@ class RamLun : public scsi::CommandSink {
         if (write) {
           r.data_out_length = int64_t(len);
           size_t have = std::min(len, c.data_out.size());
-          std::memcpy(data_.data() + off, c.data_out.data(), have);
+          if (have) std::memcpy(data_.data() + off, c.data_out.data(), have);
         } else {
           r.data_in.assign(data_.begin() + off, data_.begin() + off + len);
         }
