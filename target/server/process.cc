@@ -5,6 +5,7 @@
 #include "target/server/admin_api.h"
 #include "target/server/gateway_volume.h"
 #include "target/server/heartbeat.h"
+#include "target/server/spec.h"
 #include "target/server/registry.h"
 #include "target/server/state_file.h"
 
@@ -14,6 +15,7 @@ const std::vector<std::string>& TargetProcessOptions::Flags() {
   static const std::vector<std::string> kFlags = {
       "state-dir",           "iscsi-listen",          "admin-listen",  "token",
       "backend",             "log-level",             "demo-open",     "discovery-chap-user",
+      "advertise-ip",
       "discovery-chap-secret", "http-threads",        "heartbeat-ms",  "nop-interval-ms",
       "nop-timeout-ms"};
   return kFlags;
@@ -27,6 +29,8 @@ std::string TargetProcessOptions::Usage() {
          "  --admin-listen HOST:PORT   admin HTTP API (default 127.0.0.1:8890)\n"
          "  --token T                  required on mutating admin calls; sent to the backend\n"
          "  --backend URL              register + heartbeat every 5 s (optional)\n"
+         "  --advertise-ip IP          identity sent to the backend (default: first portal's IP;\n"
+         "                             set it when that portal listens on 0.0.0.0)\n"
          "  --demo-open                targets created with \"open\": true admit any loopback\n"
          "                             initiator without ACL (demo/tests only)\n"
          "  --discovery-chap-user U --discovery-chap-secret S   CHAP for SendTargets discovery\n"
@@ -51,6 +55,10 @@ Result<TargetProcessOptions> TargetProcessOptions::FromConfig(const Config& c) {
   o.backend = c.Get(s, "backend");
   if (!o.backend.empty() && o.backend.rfind("http://", 0) != 0 && o.backend.rfind("https://", 0) != 0)
     return Status::InvalidArgument("--backend must be an http:// or https:// URL");
+  o.advertise_ip = c.Get(s, "advertise_ip");
+  if (!o.advertise_ip.empty() && !AddressMatches("0.0.0.0/0", o.advertise_ip) &&
+      !AddressMatches("::/0", o.advertise_ip))
+    return Status::InvalidArgument("--advertise-ip must be an IP address");
   o.demo_open = c.GetBool(s, "demo_open", false);
   o.discovery_chap_user = c.Get(s, "discovery_chap_user");
   o.discovery_chap_secret = c.Get(s, "discovery_chap_secret");
@@ -134,7 +142,9 @@ Status TargetProcess::Start() {
     Heartbeat::Options hb;
     hb.backend_url = opts_.backend;
     hb.token = opts_.token;
-    hb.tgt_ip = bound.empty() ? ParseHostPort(opts_.iscsi_listen.front())->host : bound.front().host;
+    hb.tgt_ip = !opts_.advertise_ip.empty() ? opts_.advertise_ip
+                : bound.empty()               ? ParseHostPort(opts_.iscsi_listen.front())->host
+                                              : bound.front().host;
     hb.port = bound.empty() ? ParseHostPort(opts_.iscsi_listen.front())->port : bound.front().port;
     hb.admin = admin();
     hb.interval = std::chrono::milliseconds(opts_.heartbeat_ms);

@@ -36,6 +36,7 @@ struct TargetProcessOptions {
   std::string admin_listen = "127.0.0.1:8890";
   std::string token;
   std::string backend;
+  std::string advertise_ip;  // identity sent to the backend; default: first portal's IP
   bool demo_open = false;
   std::string discovery_chap_user, discovery_chap_secret;
   int http_threads = 8;

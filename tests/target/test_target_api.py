@@ -189,3 +189,21 @@ def test_timeouts_and_fixedmode(procs, tmp_path):
     assert tgt.call("GET", "/v1/timeouts")[1]["write"] == 5
     assert tgt.call("GET", "/v1/fixedmode")[1] == {"enabled": True, "gateway": "127.0.0.1:8585"}
     assert tgt.call("DELETE", "/v1/fixedmode")[1] == {"enabled": False, "gateway": ""}
+
+
+def test_delete_target_drops_its_sessions(procs, tmp_path):
+    gw, tgt = cluster(procs, tmp_path, volumes=("vol1", "vol2"))
+    a, b = f"{IQN_PREFIX}:a", f"{IQN_PREFIX}:b"
+    for iqn, vol in ((a, "vol1"), (b, "vol2")):
+        tgt.create_target(iqn, open=True)
+        tgt.add_lun(iqn, vol, [gw])
+    from tcluster import Verifier
+    va = Verifier(procs, str(tmp_path), tgt.url(a, 1), name="va", threads=1, blocks=64, initiator="iqn.x:a")
+    vb = Verifier(procs, str(tmp_path), tgt.url(b, 1), name="vb", threads=1, blocks=64, initiator="iqn.x:b")
+    poll(lambda: len(tgt.call("GET", "/v1/sessions")[1]["sessions"]) == 2, what="two sessions")
+    assert tgt.call("DELETE", f"/v1/targets/{a}")[0] == 200
+    poll(lambda: [s["target"] for s in tgt.call("GET", "/v1/sessions")[1]["sessions"]] == [b],
+         what="a's session dropped, b's kept")
+    va.proc.kill()
+    res = vb.result()  # the other target's I/O never noticed
+    assert res["errors"] == 0 and res["mismatches"] == 0, res
