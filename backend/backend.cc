@@ -265,6 +265,10 @@ Status Backend::DeleteVolume(const std::string& name) {
   auto atts = db_->AttachmentsOf(name);
   if (!atts.ok()) return atts.status();
   if (!atts->empty()) return Status::Conflict("volume " + name + " is attached");
+  auto snaps = db_->ListSnapshots(name);
+  if (!snaps.ok()) return snaps.status();
+  if (!snaps->empty())
+    return Status::Conflict("volume " + name + " has " + std::to_string(snaps->size()) + " snapshot(s); delete them first");
   auto gw = GatewayFor(*v);
   if (!gw.ok()) return gw.status();
   FERRY_RETURN_IF_ERROR(log_->Commit(Event{"volume.state", {{"name", name}, {"state", "deleting"}}}).status());

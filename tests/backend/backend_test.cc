@@ -318,6 +318,9 @@ TEST_F(BackendTest, ExtendSnapshotRevert) {
   auto c = be_->CreateVolume("clone", 2 * kGiB, "v", "s1");
   ASSERT_TRUE(c.ok()) << c.status().ToString();
   EXPECT_EQ(c->row.source, "v@s1");
+  EXPECT_EQ(be_->DeleteVolume("v").code(), Status::Code::kConflict);  // has a snapshot
+  EXPECT_EQ(peers_.Count("gw.delete"), 0);
+  ASSERT_TRUE(be_->DeleteSnapshot("v", "s1").ok());
   EXPECT_EQ(be_->DeleteVolume("v").code(), Status::Code::kOk);
   EXPECT_TRUE(be_->DeleteSnapshot("clone", "x").code() == Status::Code::kNotFound);
 }
