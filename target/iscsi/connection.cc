@@ -3,6 +3,8 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <fcntl.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -19,7 +21,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 constexpr uint32_t kMaxWriteLen = 64u << 20;   // largest write we buffer for one command
 constexpr uint32_t kMaxImmediateInflight = 16;
-constexpr size_t kPdusPerWritev = 64;
 constexpr uint8_t kF = 0x80;
 
 std::string Hex(uint64_t v, int digits) {
@@ -50,9 +51,11 @@ Connection::Connection(int fd, ConnectionEnv env)
   ctx.allocate_tsih = [owner] { return owner ? owner->AllocateTsih() : uint16_t(1); };
   ctx.tsih_exists = [owner](uint16_t t) { return owner && owner->TsihExists(t); };
   login_ = std::make_unique<LoginMachine>(std::move(ctx));
+  wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 }
 
 Connection::~Connection() {
+  if (wake_fd_ >= 0) ::close(wake_fd_);
   std::lock_guard<std::mutex> g(fd_mu_);
   if (!fd_closed_) {
     ::close(fd_);
@@ -82,27 +85,6 @@ SessionInfo Connection::Info() const {
 
 // ---------------------------------------------------------------- sending
 
-bool Connection::WriteIov(struct iovec* iov, int cnt) {
-  while (cnt > 0) {
-    ssize_t n = ::writev(fd_, iov, cnt);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return false;  // includes EAGAIN after SO_SNDTIMEO: the peer stopped reading
-    }
-    size_t left = size_t(n);
-    while (cnt > 0 && left >= iov->iov_len) {
-      left -= iov->iov_len;
-      ++iov;
-      --cnt;
-    }
-    if (cnt > 0) {
-      iov->iov_base = static_cast<uint8_t*>(iov->iov_base) + left;
-      iov->iov_len -= left;
-    }
-  }
-  return true;
-}
-
 void Connection::FillSeq(OutPdu* p, bool advance_statsn) {
   uint8_t op = p->bhs[0] & 0x3f;
   if (advance_statsn) {
@@ -114,50 +96,120 @@ void Connection::FillSeq(OutPdu* p, bool advance_statsn) {
   Put32(p->bhs + 32, max_cmdsn_.load());
 }
 
-bool Connection::SendPdus(OutPdu* pdus, size_t n, bool /*unused*/) {
+bool Connection::SendPdus(OutPdu* pdus, size_t n, std::shared_ptr<const void> keep, bool raw) {
   static constexpr uint8_t kZero[4] = {0, 0, 0, 0};
-  std::lock_guard<std::mutex> g(send_mu_);
+  std::unique_lock<std::mutex> g(send_mu_);
   if (dead_) return false;
-  struct iovec iov[kPdusPerWritev * 4];
-  size_t i = 0;
-  while (i < n) {
-    int cnt = 0;
-    size_t end = std::min(n, i + kPdusPerWritev);
-    for (; i < end; ++i) {
-      OutPdu* p = &pdus[i];
-      FillSeq(p, p->carries_status);
-      iov[cnt++] = {p->bhs, kBhsLen};
-      if (header_digest_) {
-        uint32_t c = Crc32c(p->bhs, kBhsLen);
-        for (int k = 0; k < 4; ++k) p->hd[k] = uint8_t(c >> (8 * k));
-        iov[cnt++] = {p->hd, 4};
+  bool was_empty = outq_.empty();
+  std::shared_ptr<std::vector<uint8_t>> copy;
+  if (!keep) {
+    size_t total = 0;
+    for (size_t i = 0; i < n; ++i) total += pdus[i].data_len;
+    if (total) {
+      copy = std::make_shared<std::vector<uint8_t>>();
+      copy->reserve(total);
+      for (size_t i = 0; i < n; ++i) copy->insert(copy->end(), pdus[i].data, pdus[i].data + pdus[i].data_len);
+    }
+  }
+  size_t copy_off = 0;
+  for (size_t i = 0; i < n; ++i) {
+    OutPdu* p = &pdus[i];
+    if (!raw) FillSeq(p, p->carries_status);
+    OutChunk c;
+    std::memcpy(c.head, p->bhs, kBhsLen);
+    c.head_len = kBhsLen;
+    if (header_digest_ && !raw) {
+      uint32_t crc = Crc32c(p->bhs, kBhsLen);
+      for (int k = 0; k < 4; ++k) c.head[kBhsLen + k] = uint8_t(crc >> (8 * k));
+      c.head_len += 4;
+    }
+    if (p->data_len) {
+      if (copy) {
+        c.data = copy->data() + copy_off;
+        copy_off += p->data_len;
+        c.keep = copy;
+      } else {
+        c.data = p->data;
+        c.keep = keep;
       }
-      if (p->data_len) {
-        iov[cnt++] = {const_cast<uint8_t*>(p->data), p->data_len};
-        size_t pad = Pad4(p->data_len) - p->data_len;
-        std::memset(p->tail, 0, pad);
-        size_t tl = pad;
-        if (data_digest_) {
-          uint32_t c = Crc32cExtend(Crc32c(p->data, p->data_len), kZero, pad);
-          for (int k = 0; k < 4; ++k) p->tail[pad + k] = uint8_t(c >> (8 * k));
-          tl += 4;
-        }
-        if (tl) iov[cnt++] = {p->tail, tl};
+      c.data_len = p->data_len;
+      size_t pad = Pad4(p->data_len) - p->data_len;
+      std::memset(c.tail, 0, sizeof c.tail);
+      c.tail_len = pad;
+      if (data_digest_ && !raw) {
+        uint32_t crc = Crc32cExtend(Crc32c(c.data, c.data_len), kZero, pad);
+        for (int k = 0; k < 4; ++k) c.tail[pad + k] = uint8_t(crc >> (8 * k));
+        c.tail_len += 4;
       }
     }
-    if (!WriteIov(iov, cnt)) {
+    outq_bytes_ += c.total();
+    outq_.push_back(std::move(c));
+  }
+  if (was_empty) last_progress_ = Clock::now();
+  if (!FlushLocked()) return false;
+  bool backlog = !outq_.empty();
+  g.unlock();
+  if (backlog) Wake();  // the connection's thread waits for POLLOUT and flushes
+  return true;
+}
+
+bool Connection::FlushLocked() {
+  constexpr int kMaxIov = 256;
+  while (!outq_.empty()) {
+    struct iovec iov[kMaxIov];
+    int cnt = 0;
+    for (auto it = outq_.begin(); it != outq_.end() && cnt + 3 <= kMaxIov; ++it) {
+      size_t skip = it->sent;
+      auto add = [&](const uint8_t* p, size_t len) {
+        if (skip >= len) {
+          skip -= len;
+          return;
+        }
+        iov[cnt++] = {const_cast<uint8_t*>(p + skip), len - skip};
+        skip = 0;
+      };
+      add(it->head, it->head_len);
+      if (it->data_len) add(it->data, it->data_len);
+      if (it->tail_len) add(it->tail, it->tail_len);
+    }
+    ssize_t w = ::writev(fd_, iov, cnt);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return true;
       dead_ = true;
+      outq_.clear();
+      outq_bytes_ = 0;
       std::lock_guard<std::mutex> f(fd_mu_);
       if (!fd_closed_) ::shutdown(fd_, SHUT_RDWR);
       return false;
+    }
+    size_t left = size_t(w);
+    if (left) last_progress_ = Clock::now();
+    outq_bytes_ -= left;
+    while (left && !outq_.empty()) {
+      OutChunk& c = outq_.front();
+      size_t rest = c.total() - c.sent;
+      if (left >= rest) {
+        left -= rest;
+        outq_.pop_front();
+      } else {
+        c.sent += left;
+        left = 0;
+      }
     }
   }
   return true;
 }
 
+void Connection::Wake() {
+  if (wake_fd_ < 0) return;
+  uint64_t one = 1;
+  [[maybe_unused]] ssize_t n = ::write(wake_fd_, &one, sizeof one);
+}
+
 bool Connection::SendSimple(OutPdu& p, bool advances_statsn) {
   p.carries_status = advances_statsn;
-  return SendPdus(&p, 1, false);
+  return SendPdus(&p, 1, nullptr);
 }
 
 void Connection::SendReject(const uint8_t* bhs, RejectReason reason) {
@@ -176,12 +228,11 @@ void Connection::SendReject(const uint8_t* bhs, RejectReason reason) {
 void Connection::Run() {
   int one = 1;
   ::setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  struct timeval tv;
-  tv.tv_sec = env_.opts.send_timeout_ms / 1000;
-  tv.tv_usec = (env_.opts.send_timeout_ms % 1000) * 1000;
-  ::setsockopt(fd_, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  int fl = ::fcntl(fd_, F_GETFL);
+  if (fl >= 0) ::fcntl(fd_, F_SETFL, fl | O_NONBLOCK);
 
   auto login_deadline = Clock::now() + std::chrono::milliseconds(env_.opts.login_timeout_ms);
+  const auto send_timeout = std::chrono::milliseconds(env_.opts.send_timeout_ms);
   last_rx_ = Clock::now();
   while (!closing_) {
     PduView pdu;
@@ -218,27 +269,60 @@ void Connection::Run() {
       if (timeout_ms == 0) {
         PingIfIdle();
         if (closing_) break;
-        timeout_ms = 1000;
         continue;
       }
     }
-    struct pollfd pfd = {fd_, POLLIN, 0};
-    int n = ::poll(&pfd, 1, timeout_ms);
+    bool want_out, stuck;
+    {
+      std::lock_guard<std::mutex> g(send_mu_);
+      if (dead_) break;
+      want_out = !outq_.empty();
+      stuck = want_out && now - last_progress_ > send_timeout;
+    }
+    if (stuck) {
+      log_.Warn(env_.peer_addr + ": peer took no data for " + std::to_string(env_.opts.send_timeout_ms) +
+                " ms; dropping the connection");
+      break;
+    }
+    struct pollfd pfds[2] = {{fd_, short(POLLIN | (want_out ? POLLOUT : 0)), 0}, {wake_fd_, POLLIN, 0}};
+    int n = ::poll(pfds, wake_fd_ >= 0 ? 2 : 1, timeout_ms);
     if (n < 0) {
       if (errno == EINTR) continue;
       break;
     }
     if (n == 0) continue;
-    size_t avail = 0;
-    uint8_t* buf = framer_.Buffer(65536, &avail);
-    ssize_t got = ::recv(fd_, buf, avail, 0);
-    if (got == 0) break;
-    if (got < 0) {
-      if (errno == EINTR || errno == EAGAIN) continue;
-      break;
+    if (wake_fd_ >= 0 && pfds[1].revents) {
+      uint64_t v;
+      [[maybe_unused]] ssize_t r = ::read(wake_fd_, &v, sizeof v);
     }
-    framer_.Commit(size_t(got));
-    last_rx_ = Clock::now();
+    if (pfds[0].revents & POLLOUT) {
+      std::lock_guard<std::mutex> g(send_mu_);
+      if (!FlushLocked()) break;
+    }
+    if (pfds[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+      size_t avail = 0;
+      uint8_t* buf = framer_.Buffer(65536, &avail);
+      ssize_t got = ::recv(fd_, buf, avail, 0);
+      if (got == 0) break;
+      if (got < 0) {
+        if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK) continue;
+        break;
+      }
+      framer_.Commit(size_t(got));
+      last_rx_ = Clock::now();
+    }
+  }
+  // A last response (logout, login failure, reject) still queued gets a short grace period.
+  auto grace_end = Clock::now() + std::chrono::milliseconds(std::min(1000, env_.opts.send_timeout_ms));
+  for (;;) {
+    {
+      std::lock_guard<std::mutex> g(send_mu_);
+      if (dead_ || outq_.empty() || !FlushLocked() || outq_.empty()) break;
+    }
+    int left = MsUntil(grace_end);
+    if (left <= 0) break;
+    struct pollfd p = {fd_, POLLOUT, 0};
+    if (::poll(&p, 1, left) <= 0) break;
   }
   Teardown();
 }
@@ -272,6 +356,8 @@ void Connection::Teardown() {
   {
     std::lock_guard<std::mutex> g(send_mu_);
     dead_ = true;
+    outq_.clear();
+    outq_bytes_ = 0;
   }
   {
     std::lock_guard<std::mutex> g(fd_mu_);
@@ -327,19 +413,13 @@ bool Connection::DoLogin(const PduView& pdu) {
     if (env_.owner) env_.owner->EnteredFullFeature(shared_from_this());
     if (!discovery_ && sink_ && nexus_) sink_->NexusAdded(*nexus_);
   }
-  {
-    // Login responses are sent as built (their sequence numbers come from the login machine).
+  // Login responses are sent as built (their sequence numbers come from the login machine).
+  if (!SendPdus(&reply, 1, nullptr, /*raw=*/true)) return false;
+  if (step == LoginMachine::Step::kFullFeature) {
     std::lock_guard<std::mutex> g(send_mu_);
-    if (dead_) return false;
-    static constexpr uint8_t kZero[4] = {0, 0, 0, 0};
-    struct iovec iov[3] = {{reply.bhs, kBhsLen}, {data.data(), data.size()},
-                           {const_cast<uint8_t*>(kZero), Pad4(data.size()) - data.size()}};
-    if (!WriteIov(iov, 3)) return false;
-    if (step == LoginMachine::Step::kFullFeature) {
-      statsn_ = login_->next_statsn();
-      header_digest_ = params_.header_digest;
-      data_digest_ = params_.data_digest;
-    }
+    statsn_ = login_->next_statsn();
+    header_digest_ = params_.header_digest;
+    data_digest_ = params_.data_digest;
   }
   if (step == LoginMachine::Step::kFailed) {
     log_.Info(env_.peer_addr + ": login refused (0x" + Hex(login_->failure_status(), 4) + "): " + login_->failure());
@@ -619,7 +699,7 @@ bool Connection::OnScsiCommand(const PduView& pdu) {
     SendReject(pdu.bhs, reject);
     return true;
   }
-  if (!r2ts.empty()) SendPdus(r2ts.data(), r2ts.size(), false);
+  if (!r2ts.empty()) SendPdus(r2ts.data(), r2ts.size(), nullptr);
   SubmitReady(ready, serials);
   return true;
 }
@@ -690,7 +770,7 @@ bool Connection::OnDataOut(const PduView& pdu) {
     SendReject(pdu.bhs, kRejectProtocolError);
     return true;
   }
-  if (!r2ts.empty()) SendPdus(r2ts.data(), r2ts.size(), false);
+  if (!r2ts.empty()) SendPdus(r2ts.data(), r2ts.size(), nullptr);
   SubmitReady(ready, serials);
   return true;
 }
@@ -716,8 +796,16 @@ void Connection::Complete(uint32_t itt, uint64_t serial, scsi::ScsiResult r) {
     max_cmdsn_ = window_.max_cmdsn();
   }
   if (aborted) return;  // aborted by this session's TMF: no response (SAM-5)
+  // The result stays alive while its PDUs wait in the output queue.
+  struct Keep {
+    scsi::ScsiResult r;
+    std::vector<uint8_t> sense;
+  };
+  auto keep = std::make_shared<Keep>();
+  keep->r = std::move(r);
+  const scsi::ScsiResult& res = keep->r;
 
-  uint32_t produced = uint32_t(std::min<size_t>(r.data_in.size(), 0xffffffffu));
+  uint32_t produced = uint32_t(std::min<size_t>(res.data_in.size(), 0xffffffffu));
   uint32_t send_len = read ? std::min(produced, read_len) : 0;
   uint8_t resid_flags = 0;
   uint32_t residual = 0;
@@ -732,11 +820,11 @@ void Connection::Complete(uint32_t itt, uint64_t serial, scsi::ScsiResult r) {
   };
   if (read || produced > 0) {
     set_residual(produced, read ? read_len : 0);
-  } else if (r.data_out_length >= 0) {
-    set_residual(uint64_t(r.data_out_length), write_len);
+  } else if (res.data_out_length >= 0) {
+    set_residual(uint64_t(res.data_out_length), write_len);
   }
   auto segs = SplitDataIn(send_len, params_.initiator_mrdsl, params_.max_burst_length);
-  bool collapse = r.status == scsi::kStatusGood && r.sense.empty() && !segs.empty();
+  bool collapse = res.status == scsi::kStatusGood && res.sense.empty() && !segs.empty();
   std::vector<OutPdu> pdus(segs.size() + (collapse ? 0 : 1));
   for (size_t i = 0; i < segs.size(); ++i) {
     OutPdu& p = pdus[i];
@@ -744,7 +832,7 @@ void Connection::Complete(uint32_t itt, uint64_t serial, scsi::ScsiResult r) {
     uint8_t f = segs[i].final_in_sequence ? kF : 0;
     if (collapse && i + 1 == segs.size()) {
       f |= kF | 0x01 | resid_flags;  // S: status follows in this PDU
-      p.bhs[3] = r.status;
+      p.bhs[3] = res.status;
       p.set_u32(44, residual);
       p.carries_status = true;
     }
@@ -754,28 +842,28 @@ void Connection::Complete(uint32_t itt, uint64_t serial, scsi::ScsiResult r) {
     p.set_u32(20, kReservedTag);
     p.set_u32(36, uint32_t(i));
     p.set_u32(40, segs[i].offset);
-    p.set_data(r.data_in.data() + segs[i].offset, segs[i].length);
+    p.set_data(res.data_in.data() + segs[i].offset, segs[i].length);
   }
-  std::vector<uint8_t> sense;
+  std::vector<uint8_t>& sense = keep->sense;
   if (!collapse) {
     OutPdu& p = pdus.back();
     p.set_opcode(kOpScsiResp);
     p.set_flags(kF | resid_flags);
     p.bhs[2] = 0;  // command completed at target
-    p.bhs[3] = r.status;
+    p.bhs[3] = res.status;
     p.set_itt(itt);
     p.set_u32(36, uint32_t(segs.size()));  // ExpDataSN
     p.set_u32(44, residual);
-    if (!r.sense.empty()) {
-      size_t sl = std::min<size_t>(r.sense.size(), 0xffff);
+    if (!res.sense.empty()) {
+      size_t sl = std::min<size_t>(res.sense.size(), 0xffff);
       sense.resize(2 + sl);
       Put16(sense.data(), uint16_t(sl));
-      std::memcpy(sense.data() + 2, r.sense.data(), sl);
+      std::memcpy(sense.data() + 2, res.sense.data(), sl);
       p.set_data(sense.data(), sense.size());
     }
     p.carries_status = true;
   }
-  SendPdus(pdus.data(), pdus.size(), false);
+  SendPdus(pdus.data(), pdus.size(), keep);
 }
 
 bool Connection::OnNopOut(const PduView& pdu) {

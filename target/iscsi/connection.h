@@ -6,11 +6,16 @@
 // the socket is closed and the SCSI sink has been told the nexus is lost.
 // Completions from the sink may arrive on any thread, also after Run()
 // returned (they are then dropped). Close(), Info() and SendAsync() are
-// thread-safe. Lock order: send_mu_ before state_mu_.
+// thread-safe. Sending never blocks: PDUs go out with a non-blocking writev
+// and whatever the socket does not take waits in an output queue that the
+// connection's own thread flushes; a peer that stops reading for
+// send_timeout_ms is dropped. So a stuck initiator never blocks the thread
+// that completes its commands. Lock order: send_mu_ before state_mu_.
 #pragma once
 
 #include <atomic>
 #include <chrono>
+#include <deque>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -113,10 +118,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
     std::unique_ptr<scsi::ScsiCommand> cmd;
   };
 
-  // Low-level I/O.
-  bool SendPdus(OutPdu* pdus, size_t n, bool count_status_last);
-  bool WriteIov(struct iovec* iov, int cnt);
+  // Low-level I/O. `keep` keeps PDU data alive while queued; without it the
+  // data is copied. `raw` PDUs (login responses) keep their sequence fields.
+  bool SendPdus(OutPdu* pdus, size_t n, std::shared_ptr<const void> keep, bool raw = false);
   void FillSeq(OutPdu* p, bool advance_statsn);  // under send_mu_
+  bool FlushLocked();                             // under send_mu_; false = connection broken
+  void Wake();
   bool SendSimple(OutPdu& p, bool advances_statsn);
   void SendReject(const uint8_t* bhs, RejectReason reason);
 
@@ -163,9 +170,24 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::vector<std::string> portals_;
 
   // Send side (send_mu_).
+  struct OutChunk {
+    uint8_t head[kBhsLen + 4];
+    size_t head_len = 0;
+    const uint8_t* data = nullptr;
+    size_t data_len = 0;
+    uint8_t tail[8];
+    size_t tail_len = 0;
+    size_t sent = 0;                       // bytes of head+data+tail already written
+    std::shared_ptr<const void> keep;      // owner of `data`
+    size_t total() const { return head_len + data_len + tail_len; }
+  };
   std::mutex send_mu_;
   uint32_t statsn_ = 0;
   bool dead_ = false;
+  std::deque<OutChunk> outq_;
+  size_t outq_bytes_ = 0;
+  std::chrono::steady_clock::time_point last_progress_;
+  int wake_fd_ = -1;                       // eventfd: another thread queued output
   bool header_digest_ = false, data_digest_ = false;
 
   // Socket closing (fd_mu_).

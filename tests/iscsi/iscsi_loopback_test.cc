@@ -11,6 +11,9 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
 #include <thread>
 
 #include "target/iscsi/pdu.h"
@@ -163,14 +166,64 @@ void Read10Cdb(uint8_t* cdb, uint32_t lba, uint16_t blocks, bool write = false) 
   Put16(cdb + 7, blocks);
 }
 
+// A sink that completes every command on one shared worker thread, as a
+// block device layer would: a blocked completion would stall every session.
+class OneThreadSink : public scsi::CommandSink {
+ public:
+  explicit OneThreadSink(std::shared_ptr<testing::RamLun> lun) : lun_(std::move(lun)), worker_([this] { Loop(); }) {}
+  ~OneThreadSink() override {
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    worker_.join();
+  }
+  void Submit(std::unique_ptr<scsi::ScsiCommand> c, scsi::Completion done) override {
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      q_.emplace_back(std::move(c), std::move(done));
+    }
+    cv_.notify_all();
+  }
+  scsi::TmfResult AbortTask(const scsi::Nexus& n, uint32_t t) override { return lun_->AbortTask(n, t); }
+  scsi::TmfResult AbortTaskSet(const scsi::Nexus& n, uint64_t l) override { return lun_->AbortTaskSet(n, l); }
+  scsi::TmfResult ClearTaskSet(const scsi::Nexus& n, uint64_t l) override { return lun_->ClearTaskSet(n, l); }
+  scsi::TmfResult LunReset(const scsi::Nexus& n, uint64_t l) override { return lun_->LunReset(n, l); }
+  scsi::TmfResult TargetReset(const scsi::Nexus& n, bool c) override { return lun_->TargetReset(n, c); }
+  void NexusLost(const scsi::Nexus& n) override { lun_->NexusLost(n); }
+  void NexusAdded(const scsi::Nexus& n) override { lun_->NexusAdded(n); }
+
+ private:
+  void Loop() {
+    std::unique_lock<std::mutex> g(mu_);
+    for (;;) {
+      cv_.wait(g, [this] { return stop_ || !q_.empty(); });
+      if (q_.empty()) return;
+      auto item = std::move(q_.front());
+      q_.pop_front();
+      g.unlock();
+      lun_->Submit(std::move(item.first), std::move(item.second));
+      g.lock();
+    }
+  }
+  std::shared_ptr<testing::RamLun> lun_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::pair<std::unique_ptr<scsi::ScsiCommand>, scsi::Completion>> q_;
+  bool stop_ = false;
+  std::thread worker_;
+};
+
 class Loopback : public ::testing::Test {
  protected:
-  void Start(IscsiServerOptions o = {}) {
+  void Start(IscsiServerOptions o = {}, bool one_thread_sink = false) {
     lun_ = std::make_shared<testing::RamLun>(8 << 20);
     dir_ = std::make_shared<testing::FixedDirectory>();
     TargetEntry e;
     e.iqn = kIqn;
     e.sink = lun_;
+    if (one_thread_sink) e.sink = std::make_shared<OneThreadSink>(lun_);
     dir_->Add(e);
     o.listen = {"127.0.0.1:0"};
     if (o.nop_interval_ms == IscsiServerOptions{}.nop_interval_ms) o.nop_interval_ms = 0;
@@ -567,6 +620,36 @@ TEST_F(Loopback, AsyncLogoutRequest) {
   ASSERT_TRUE(p && p->op() == kOpAsync);
   EXPECT_EQ(p->bhs[36], 1);              // logout requested
   EXPECT_EQ(Get16(p->bhs + 42), 5);      // Parameter3: time to logout
+}
+
+TEST_F(Loopback, InitiatorThatStopsReadingBlocksNobodyAndIsDropped) {
+  IscsiServerOptions o;
+  o.send_timeout_ms = 3000;
+  Start(o, /*one_thread_sink=*/true);
+  MiniInitiator stuck, other;
+  ASSERT_TRUE(stuck.Connect(port_));
+  int small = 4096;
+  ::setsockopt(stuck.fd_, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+  ASSERT_EQ(stuck.Login(kIqn, {{"MaxRecvDataSegmentLength", "262144"}}), 0);
+  // 48 MiB of reads that the initiator never reads back.
+  uint8_t cdb[16];
+  for (uint32_t i = 0; i < 48; ++i) {
+    Read10Cdb(cdb, (i % 8) * 2048, 2048);
+    stuck.Send(stuck.Command(cdb, 10, true, false, 1 << 20, 0x1000 + i));
+  }
+  ASSERT_TRUE(other.Connect(port_));
+  ASSERT_EQ(other.Login(kIqn, {}, nullptr, 0x800000000777ull), 0);
+  auto t0 = Clock::now();
+  for (uint32_t i = 0; i < 20; ++i) {
+    Read10Cdb(cdb, i, 8);
+    other.Send(other.Command(cdb, 10, true, false, 4096, i + 1));
+    auto p = other.Recv(2000);
+    ASSERT_TRUE(p && p->op() == kOpDataIn) << i;
+  }
+  // The shared completion thread never waited for the stuck socket.
+  EXPECT_LT(Clock::now() - t0, std::chrono::milliseconds(1500));
+  EXPECT_TRUE(WaitFor([&] { return server_->Sessions().size() == 1; }, 8000));
+  EXPECT_TRUE(WaitFor([&] { return lun_->nexus_lost.load() == 1; }));
 }
 
 TEST_F(Loopback, StopWithOpenConnectionsJoinsEverything) {

@@ -125,3 +125,42 @@ def test_iscsi_test_cu_iscsi_family_has_no_failures(procs, tmp_path):
     total, ran, passed, failed = map(int, m.groups())
     assert ran == total and total >= 15, out
     assert failed == 0, out
+
+
+def _read_until(proc, pattern, timeout):
+    """Reads proc.stdout (non-blocking) until `pattern` matches; returns all text read."""
+    import select
+    buf, end = "", time.time() + timeout
+    while time.time() < end:
+        r, _, _ = select.select([proc.stdout], [], [], 0.2)
+        if r:
+            chunk = os.read(proc.stdout.fileno(), 65536).decode(errors="replace")
+            if not chunk:
+                break
+            buf += chunk
+            if re.search(pattern, buf):
+                return buf
+    return buf
+
+
+def test_iscsi_perf_random_reads_then_stopped_initiator_is_dropped(procs, tmp_path):
+    (host, port), = start_portal(procs, tmp_path, "--nop-interval-ms", "200", "--nop-timeout-ms", "1000")
+    perf = subprocess.Popen(["iscsi-perf", "-m", "32", "-b", "8", "-r", url(port)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    try:
+        out = _read_until(perf, r"(iops average \d+.*){3}", 30)
+        iops = [int(x) for x in re.findall(r"iops average (\d+)", out)]
+        assert len(iops) >= 3 and min(iops) > 0, out
+        assert "error" not in out.lower(), out
+        # A frozen initiator stops answering NOP-In: the target drops it.
+        os.kill(perf.pid, 19)  # SIGSTOP
+        log = procs.procs[0].ferry_log
+        end = time.time() + 15
+        while time.time() < end and "no answer to NOP-In" not in open(log, errors="replace").read():
+            time.sleep(0.05)
+        assert "no answer to NOP-In" in open(log, errors="replace").read()
+    finally:
+        perf.kill()
+        perf.wait()
+    # The portal still serves others.
+    assert "Vendor:FERRY" in run(["iscsi-inq", url(port)]).stdout
