@@ -677,6 +677,11 @@ Result<std::vector<VolumeInfo>> FileStore::ListVolumes() {
     if (!ValidateName(n).ok()) continue;
     auto vi = GetVolume(n);
     if (vi.status().code() == Status::Code::kNotFound) continue;  // deleted meanwhile
+    if (vi.status().code() == Status::Code::kIoError) {
+      // One unreadable volume must not hide the others; GetVolume reports it.
+      ctx_->log.Error("volume " + n + ": " + vi.status().ToString());
+      continue;
+    }
     FERRY_RETURN_IF_ERROR(vi.status());
     out.push_back(std::move(*vi));
   }
