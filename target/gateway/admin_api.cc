@@ -98,9 +98,14 @@ HttpResponse AdminApi::VolumeReply(int status, const std::string& name) {
 }
 
 HttpResponse AdminApi::Health(const HttpRequest&) {
-  return HttpResponse::Json(200, "{\"status\":\"ok\",\"pid\":" + std::to_string(id_.pid) +
-                                     ",\"nbd\":" + JsonEscape(id_.nbd) + ",\"admin\":" + JsonEscape(id_.admin) +
-                                     ",\"data_dir\":" + JsonEscape(id_.data_dir) + "}");
+  Identity id;
+  {
+    std::lock_guard<std::mutex> l(id_mu_);
+    id = id_;
+  }
+  return HttpResponse::Json(200, "{\"status\":\"ok\",\"pid\":" + std::to_string(id.pid) +
+                                     ",\"nbd\":" + JsonEscape(id.nbd) + ",\"admin\":" + JsonEscape(id.admin) +
+                                     ",\"data_dir\":" + JsonEscape(id.data_dir) + "}");
 }
 
 HttpResponse AdminApi::ListVolumes(const HttpRequest&) {

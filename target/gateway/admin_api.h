@@ -9,6 +9,7 @@
 // HttpServer enforces the token on mutating routes.
 #pragma once
 
+#include <mutex>
 #include <string>
 
 #include "target/common/http_server.h"
@@ -30,8 +31,12 @@ class AdminApi {
       : store_(store), id_(std::move(id)), log_(std::move(log)) {}
 
   void Register(HttpServer* server);
-  // The admin address is often known only after the server bound its port.
-  void set_identity(Identity id) { id_ = std::move(id); }
+  // The admin address is often known only after the server bound its port
+  // (and Health may already be running then, hence the mutex).
+  void set_identity(Identity id) {
+    std::lock_guard<std::mutex> l(id_mu_);
+    id_ = std::move(id);
+  }
 
   HttpResponse Health(const HttpRequest& r);
   HttpResponse ListVolumes(const HttpRequest& r);
@@ -54,6 +59,7 @@ class AdminApi {
   HttpResponse DoRevert(const std::string& vol, const std::string& snap);
 
   store::Store* store_;
+  std::mutex id_mu_;
   Identity id_;
   Logger log_;
 };
