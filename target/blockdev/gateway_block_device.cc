@@ -1,6 +1,7 @@
 #include "target/blockdev/gateway_block_device.h"
 
 #include <algorithm>
+#include <deque>
 #include <cerrno>
 #include <vector>
 
@@ -148,6 +149,7 @@ class GatewayBlockDevice::Impl {
     }
     manager_ = std::thread([this] { ManagerLoop(); });
     prober_ = std::thread([this] { ProberLoop(); });
+    sender_ = std::thread([this] { SenderLoop(); });
   }
 
   void Stop() {
@@ -159,6 +161,7 @@ class GatewayBlockDevice::Impl {
     }
     cv_.notify_all();
     probe_cv_.notify_all();
+    defer_cv_.notify_all();
     if (manager_.joinable()) manager_.join();
     if (prober_.joinable()) prober_.join();
     std::shared_ptr<NbdConnection> c;
@@ -168,6 +171,7 @@ class GatewayBlockDevice::Impl {
       published_ = false;
     }
     if (c) c->Close();
+    if (sender_.joinable()) sender_.join();
     std::vector<OpPtr> left;
     {
       std::lock_guard<std::mutex> l(mu_);
@@ -207,10 +211,11 @@ class GatewayBlockDevice::Impl {
         inflight_.fetch_add(1);
         if (published_ && conn_ && conn_->OnReaderThread()) {
           // Issued from a completion callback: sending here could block the
-          // thread that must read the replies. The manager sends it at once.
+          // thread that must read the replies (full socket buffers both
+          // ways). The sender thread sends it.
           op->retry_at = op->issued;
-          kick_ = true;
-          cv_.notify_all();
+          defer_q_.push_back(op);
+          defer_cv_.notify_one();
         } else if (published_ && conn_) {
           c = conn_;
           op->gen = conn_gen_;
@@ -231,6 +236,35 @@ class GatewayBlockDevice::Impl {
   void SendOp(const std::shared_ptr<NbdConnection>& c, const OpPtr& op) {
     c->Send(op->type, op->flags, op->seq, op->offset, op->length, op->wbuf, op->rbuf);
     op->sending.fetch_sub(1);
+  }
+
+  // Sends what completion callbacks issued (see Submit). If the volume is
+  // between connections, the op simply waits: the next Activate sends it.
+  void SenderLoop() {
+    for (;;) {
+      std::vector<OpPtr> batch;
+      std::shared_ptr<NbdConnection> c;
+      {
+        std::unique_lock<std::mutex> l(mu_);
+        defer_cv_.wait(l, [this] { return stopping_ || !defer_q_.empty(); });
+        if (stopping_) return;
+        if (!published_ || !conn_) {
+          defer_q_.clear();  // still waiting (gen 0): Activate or RetryWaiting sends them
+          continue;
+        }
+        c = conn_;
+        auto now = Clock::now();
+        for (auto& op : defer_q_) {
+          if (op->gen != 0 || !ops_.count(op->seq)) continue;  // already sent or done
+          op->gen = conn_gen_;
+          op->sent_at = now;
+          op->sending.fetch_add(1);
+          batch.push_back(op);
+        }
+        defer_q_.clear();
+      }
+      for (auto& op : batch) SendOp(c, op);
+    }
   }
 
   // ---- replies (reader thread of connection `gen`)
@@ -873,7 +907,9 @@ class GatewayBlockDevice::Impl {
   std::map<std::string, GwHealth> health_;
   uint64_t retry_events_ = 0;
 
-  std::thread manager_, prober_;
+  std::thread manager_, prober_, sender_;
+  std::deque<OpPtr> defer_q_;
+  std::condition_variable defer_cv_;
   // Until a gateway has answered, assume the commands Ferry's gateway
   // supports, so early flushes are queued rather than skipped.
   std::atomic<uint16_t> tflags_{nbd::kTFlagHasFlags | nbd::kTFlagSendFlush | nbd::kTFlagSendFua |

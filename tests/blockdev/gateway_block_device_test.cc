@@ -410,6 +410,44 @@ TEST_F(GatewayBlockDeviceTest, IoIssuedFromACompletionCallbackDoesNotDeadlock) {
   EXPECT_EQ(all.get_future().wait_for(std::chrono::seconds(20)), std::future_status::ready);
 }
 
+// Big reads and writes issued from completion callbacks at queue depth 32:
+// more bytes in flight both ways than the socket buffers hold. Sending from
+// the reader thread would deadlock here.
+TEST_F(GatewayBlockDeviceTest, BigIoFromCallbacksAtDepthDoesNotDeadlock) {
+  constexpr uint64_t kBig = 128ull << 20;
+  constexpr uint32_t kIo = 4u << 20;
+  FakeNbdServer a(kBig);
+  StartDev(Config({a.addr()}));
+  t_->SetForTesting(TimeoutKind::kRead, milliseconds(20000));
+  t_->SetForTesting(TimeoutKind::kWrite, milliseconds(20000));
+  constexpr int kDepth = 32;
+  std::vector<std::vector<char>> bufs(kDepth, std::vector<char>(kIo, 'B'));
+  std::atomic<int> left{160};
+  std::atomic<int> errors{0};
+  std::promise<void> all;
+  std::atomic<int> live{kDepth};
+  std::vector<std::function<void(Status)>> next(kDepth);
+  for (int i = 0; i < kDepth; ++i) {
+    next[i] = [&, i](Status s) {
+      if (!s.ok()) errors++;
+      int n = left.fetch_sub(1);
+      if (n <= 0) {
+        if (live.fetch_sub(1) == 1) all.set_value();
+        return;
+      }
+      uint64_t off = uint64_t(n % 32) * kIo;
+      if (n % 2) dev_->Write(off, kIo, bufs[i].data(), false, next[i]);
+      else dev_->Read(off, kIo, bufs[i].data(), next[i]);
+    };
+  }
+  for (int i = 0; i < kDepth; ++i) next[i](Status::Ok());
+  ASSERT_EQ(all.get_future().wait_for(std::chrono::seconds(60)), std::future_status::ready)
+      << "stalled with " << dev_->Stats().ioCnt << " in flight";
+  EXPECT_EQ(errors.load(), 0);
+  EXPECT_EQ(dev_->current_gateway(), a.addr());
+  EXPECT_EQ(dev_->epoch(), 1u) << "no switch may have happened";
+}
+
 TEST_F(GatewayBlockDeviceTest, StartWithTheCurrentGatewayDownSwitches) {
   FakeNbdServer a(kSize), b(kSize);
   a.Down();
