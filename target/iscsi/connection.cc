@@ -146,6 +146,7 @@ bool Connection::SendPdus(OutPdu* pdus, size_t n, std::shared_ptr<const void> ke
     outq_.push_back(std::move(c));
   }
   if (was_empty) last_progress_ = Clock::now();
+  if (corked_) return true;  // the connection's thread flushes at the end of its batch
   if (!FlushLocked()) return false;
   bool backlog = !outq_.empty();
   g.unlock();
@@ -237,6 +238,11 @@ void Connection::Run() {
   while (!closing_) {
     PduView pdu;
     bool stop = false;
+    {
+      // Responses produced while this batch of PDUs is handled go out in one writev.
+      std::lock_guard<std::mutex> g(send_mu_);
+      corked_ = true;
+    }
     for (;;) {
       auto r = framer_.Next(&pdu);
       if (r == PduFramer::Result::kNeedMore) break;
@@ -250,6 +256,11 @@ void Connection::Run() {
         stop = true;
         break;
       }
+    }
+    {
+      std::lock_guard<std::mutex> g(send_mu_);
+      corked_ = false;
+      if (!dead_ && !FlushLocked()) stop = true;
     }
     if (stop || closing_) break;
 
@@ -311,6 +322,10 @@ void Connection::Run() {
       framer_.Commit(size_t(got));
       last_rx_ = Clock::now();
     }
+  }
+  {
+    std::lock_guard<std::mutex> g(send_mu_);
+    corked_ = false;
   }
   // A last response (logout, login failure, reject) still queued gets a short grace period.
   auto grace_end = Clock::now() + std::chrono::milliseconds(std::min(1000, env_.opts.send_timeout_ms));

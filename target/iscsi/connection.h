@@ -184,6 +184,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::mutex send_mu_;
   uint32_t statsn_ = 0;
   bool dead_ = false;
+  bool corked_ = false;                    // the connection's thread is handling a batch
   std::deque<OutChunk> outq_;
   size_t outq_bytes_ = 0;
   std::chrono::steady_clock::time_point last_progress_;
