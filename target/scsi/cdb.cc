@@ -22,6 +22,7 @@ int64_t DataOutLength(const uint8_t* cdb, uint32_t bs) {
     case op::kModeSelect6: return cdb[4];
     case op::kModeSelect10: return Get16(cdb + 7);
     case op::kPrOut: return Get32(cdb + 5);
+    case op::kExtendedCopy: return Get32(cdb + 10);
     default: return -1;
   }
 }

@@ -16,6 +16,7 @@ inline uint32_t Get32(const uint8_t* p) {
 }
 inline uint64_t Get64(const uint8_t* p) { return uint64_t(Get32(p)) << 32 | Get32(p + 4); }
 inline void Put16(uint8_t* p, uint16_t v) { p[0] = uint8_t(v >> 8); p[1] = uint8_t(v); }
+inline void Put24(uint8_t* p, uint32_t v) { p[0] = uint8_t(v >> 16); p[1] = uint8_t(v >> 8); p[2] = uint8_t(v); }
 inline void Put32(uint8_t* p, uint32_t v) {
   p[0] = uint8_t(v >> 24); p[1] = uint8_t(v >> 16); p[2] = uint8_t(v >> 8); p[3] = uint8_t(v);
 }
@@ -49,6 +50,8 @@ constexpr uint8_t kRelease10 = 0x57;
 constexpr uint8_t kModeSense10 = 0x5a;
 constexpr uint8_t kPrIn = 0x5e;
 constexpr uint8_t kPrOut = 0x5f;
+constexpr uint8_t kExtendedCopy = 0x83;       // SA 0x00 (LID1)
+constexpr uint8_t kReceiveCopyResults = 0x84; // SA 0x00 COPY STATUS, 0x03 OPERATING PARAMETERS
 constexpr uint8_t kRead16 = 0x88;
 constexpr uint8_t kCompareAndWrite = 0x89;
 constexpr uint8_t kWrite16 = 0x8a;

@@ -347,6 +347,8 @@ void LogicalUnit::Execute(const TaskPtr& t) {
     case op::kReadDefectData10: return ReadDefectData(t, false);
     case op::kReadDefectData12: return ReadDefectData(t, true);
     case op::kOrWrite16: return OrWrite(t);
+    case op::kExtendedCopy: return ExtendedCopy(t);
+    case op::kReceiveCopyResults: return ReceiveCopyResults(t);
     case op::kWriteSame10: return WriteSame(t, false);
     case op::kWriteSame16: return WriteSame(t, true);
     case op::kUnmap: return Unmap(t);

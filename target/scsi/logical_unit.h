@@ -46,6 +46,9 @@ struct LuLimits {
   static constexpr uint32_t kMaxUnmapBlocks = 1u << 20;      // per UNMAP command
   static constexpr uint32_t kMaxWriteSameBlocks = 0xffff;     // per WRITE SAME command
   static constexpr uint32_t kDeviceChunkBytes = 1u << 30;  // one BlockDevice call at most
+  static constexpr uint16_t kXcopyMaxCscds = 4;
+  static constexpr uint16_t kXcopyMaxSegments = 8;
+  static constexpr uint32_t kXcopyMaxDescListBytes = 1024;
 };
 
 // The I_T nexus identity used for unit attentions and reservations.
@@ -140,6 +143,16 @@ class LogicalUnit : public std::enable_shared_from_this<LogicalUnit> {
   void Prefetch(const TaskPtr& t, bool sixteen);
   void ReadDefectData(const TaskPtr& t, bool twelve);
   void OrWrite(const TaskPtr& t);
+
+  // EXTENDED COPY inside this LU (xcopy.cc)
+  struct CopyJob;
+  struct CopyResult {
+    uint16_t segments = 0;
+    uint64_t bytes = 0;
+  };
+  void ExtendedCopy(const TaskPtr& t);
+  void CopyStep(const TaskPtr& t, std::shared_ptr<CopyJob> job);
+  void ReceiveCopyResults(const TaskPtr& t);
   bool CheckRange(const TaskPtr& t, uint64_t lba, uint64_t blocks);
   bool CheckWritable(const TaskPtr& t);
   bool CheckDataOut(const TaskPtr& t, size_t need);
@@ -176,6 +189,7 @@ class LogicalUnit : public std::enable_shared_from_this<LogicalUnit> {
   std::atomic<bool> any_reservation_{false};
   void UpdateReservedFlagLocked() { any_reservation_ = spc2_holder_.has_value() || pr_.reserved(); }
   ModePages mode_;
+  std::map<std::pair<std::string, uint8_t>, CopyResult> copy_results_;  // (nexus, list id), held copies
   std::atomic<bool> wce_{true};
   std::atomic<bool> d_sense_{false};
   std::atomic<bool> swp_{false};
