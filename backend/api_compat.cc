@@ -330,8 +330,16 @@ void RegisterCompatRoutes(HttpServer& server, Backend& b, const ApiOptions& opts
       for (size_t i = 0; a && i < a->size(); ++i) {
         JObj row = a->getObject(static_cast<unsigned>(i));
         if (!row) continue;
+        // The original's field order first, then anything newer, then the target.
+        static const char* const kOrder[] = {"volumeName", "perferGw", "currentGw", "status", "readError",
+                                             "writeError", "ioCnt", "ioTotal", "readIops", "readKBps",
+                                             "readDelayAvg", "writeIops", "writeKBps", "writeDelayAvg",
+                                             "switchable", "epoch", "iqn", "lun"};
         JObj copy = NewObj();
-        for (const auto& [k, v] : *row) copy->set(k, v);
+        for (const char* k : kOrder)
+          if (row->has(k)) copy->set(k, row->get(k));
+        for (const auto& [k, v] : *row)
+          if (!copy->has(k)) copy->set(k, v);
         copy->set("tgt", ip);
         out->add(copy);
       }
