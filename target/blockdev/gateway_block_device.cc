@@ -146,6 +146,7 @@ class GatewayBlockDevice::Impl {
       std::lock_guard<std::mutex> l(mu_);
       health_[current_].failed = true;
       need_failover_ = "start: " + c.status().message();
+      d_->status_.store(static_cast<int>(VolumeStatus::kSwitch));
     }
     manager_ = std::thread([this] { ManagerLoop(); });
     prober_ = std::thread([this] { ProberLoop(); });
