@@ -117,6 +117,9 @@ Status Gateway::Start() {
     ro.backend_url = opts_.backend;
     ro.token = opts_.token;
     std::string host = opts_.advertise_host.empty() ? opts_.nbd.host : opts_.advertise_host;
+    if (host == "0.0.0.0" || host == "::") {
+      log_.Warn("registering the wildcard address " + host + "; set --advertise-host to a reachable IP");
+    }
     ro.gateway = host + ":" + std::to_string(nbd_->port()) + ":" + std::to_string(http_->port());
     ro.interval = std::chrono::milliseconds(opts_.heartbeat_ms);
     registrar_ = std::make_unique<Registrar>(ro, log_.Child("register"));

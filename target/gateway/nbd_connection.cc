@@ -381,6 +381,8 @@ Buffer NbdConnection::TakeBuffer() {
 }
 
 void NbdConnection::GiveBuffer(Buffer b) {
+  // Keep a few buffers of ordinary size; a rare 32 MiB one is freed, not hoarded.
+  if (b.capacity() > (4u << 20)) return;
   std::lock_guard<std::mutex> l(bufs_mu_);
   if (free_bufs_.size() < 16) free_bufs_.push_back(std::move(b));
 }
