@@ -277,3 +277,35 @@ def _health(admin_port):
         return js if st == 200 else None
     except OSError:
         return None
+
+
+def test_many_concurrent_connections(procs, tmp_path):
+    gw = start_gateway(procs, tmp_path / "data")
+    gw.create("many", 32 * MiB)
+    errors = []
+
+    def worker(k):
+        try:
+            h = connect(gw, "many")
+            pat = bytes([k + 1]) * (256 * 1024)
+            for j in range(4):
+                h.pwrite(pat, k * MiB + j * 256 * 1024)
+            h.flush()
+            for j in range(4):
+                if h.pread(256 * 1024, k * MiB + j * 256 * 1024) != pat:
+                    errors.append(f"conn {k}: bad data")
+            h.shutdown()
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(f"conn {k}: {e}")
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(24)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not any(t.is_alive() for t in threads)
+    assert errors == []
+    h = connect(gw, "many")
+    for k in range(24):
+        assert h.pread(4096, k * MiB + 3 * 256 * 1024) == bytes([k + 1]) * 4096
+    h.shutdown()
