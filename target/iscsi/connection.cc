@@ -20,6 +20,7 @@ namespace ferry::iscsi {
 namespace {
 using Clock = std::chrono::steady_clock;
 constexpr uint32_t kMaxWriteLen = 64u << 20;   // largest write we buffer for one command
+constexpr uint64_t kMaxWriteBuffered = 512ull << 20;  // all Data-Out buffers of one connection
 constexpr uint32_t kMaxImmediateInflight = 16;
 constexpr uint8_t kF = 0x80;
 
@@ -384,6 +385,7 @@ void Connection::Teardown() {
   {
     std::lock_guard<std::mutex> g(state_mu_);
     tasks_.clear();
+    write_buffered_ = 0;
     ahead_.clear();
   }
   if (ffp_.load() && !discovery_ && sink_ && nexus_) sink_->NexusLost(*nexus_);
@@ -583,6 +585,7 @@ void Connection::DropTask(uint32_t itt) {
   Task* t = it->second.get();
   if (t->holds_slot) window_.Release();
   if (t->immediate && immediate_inflight_ > 0) --immediate_inflight_;
+  write_buffered_ -= t->write_len;
   if (!t->immediate && !t->accepted) {
     auto a = ahead_.find(t->cmdsn);
     if (a != ahead_.end()) a->second = kReservedTag;
@@ -649,6 +652,8 @@ bool Connection::OnScsiCommand(const PduView& pdu) {
     CmdWindow::Verdict v = CmdWindow::Verdict::kNow;
     if (tasks_.count(itt)) {
       reject = kRejectTaskInProgress;
+    } else if (write_buffered_ + write_len > kMaxWriteBuffered) {
+      reject = kRejectOutOfResources;
     } else if (immediate) {
       if (immediate_inflight_ >= kMaxImmediateInflight) reject = kRejectImmediateCmd;
     } else {
@@ -669,6 +674,7 @@ bool Connection::OnScsiCommand(const PduView& pdu) {
       t->read = rd;
       t->read_len = read_len;
       t->write_len = write_len;
+      write_buffered_ += write_len;
       t->received = imm;
       t->unsolicited_open = wr && !final_bit;
       t->unsolicited_limit = std::min(params_.first_burst_length, write_len);
@@ -806,6 +812,7 @@ void Connection::Complete(uint32_t itt, uint64_t serial, scsi::ScsiResult r) {
     lun = t->lun;
     if (t->holds_slot) window_.Release();
     if (t->immediate && immediate_inflight_ > 0) --immediate_inflight_;
+    write_buffered_ -= t->write_len;
     tasks_.erase(it);
     exp_cmdsn_ = window_.exp_cmdsn();
     max_cmdsn_ = window_.max_cmdsn();

@@ -204,6 +204,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   uint64_t next_serial_ = 1;
   uint32_t next_ttt_ = 1;
   uint32_t immediate_inflight_ = 0;
+  uint64_t write_buffered_ = 0;         // Data-Out bytes held by live tasks
 
   // Text continuation.
   std::string text_pending_;
