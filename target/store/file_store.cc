@@ -147,14 +147,18 @@ class SnapshotHandleImpl : public VolumeHandle {
 class FileStore::MetaLock {
  public:
   explicit MetaLock(FileStore* s) : s_(s) {
-    if (!s->meta_mu_.try_lock_for(kMetaWait)) {
-      st_ = Status::Timeout("store: another metadata change is in progress in this process");
-      return;
+    {
+      std::unique_lock<std::mutex> lk(s->meta_mu_);
+      if (!s->meta_cv_.wait_for(lk, kMetaWait, [s] { return !s->meta_busy_; })) {
+        st_ = Status::Timeout("store: another metadata change is in progress in this process");
+        return;
+      }
+      s->meta_busy_ = true;
     }
     st_ = LockWait(s->lock_fd_, 0, LockKind::kExclusive, Clock::now() + kMetaWait, false,
                    std::chrono::milliseconds(0), s->ctx_->log, "store lock");
     if (!st_.ok()) {
-      s->meta_mu_.unlock();
+      Release();
       return;
     }
     held_ = true;
@@ -162,11 +166,16 @@ class FileStore::MetaLock {
   ~MetaLock() {
     if (!held_) return;
     Unlock(s_->lock_fd_, 0);
-    s_->meta_mu_.unlock();
+    Release();
   }
   const Status& status() const { return st_; }
 
  private:
+  void Release() {
+    std::lock_guard<std::mutex> lk(s_->meta_mu_);
+    s_->meta_busy_ = false;
+    s_->meta_cv_.notify_one();
+  }
   FileStore* s_;
   Status st_;
   bool held_ = false;

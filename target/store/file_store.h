@@ -10,6 +10,7 @@
 // per process.
 #pragma once
 
+#include <condition_variable>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -74,7 +75,11 @@ class FileStore : public Store {
   std::shared_ptr<StoreContext> ctx_;
   std::shared_ptr<LockLinger> linger_;
   const int lock_fd_;
-  std::timed_mutex meta_mu_;
+  // In-process half of the metadata lock (fcntl locks do not exclude threads
+  // of one process). A plain mutex + flag so that waits can time out.
+  std::mutex meta_mu_;
+  std::condition_variable meta_cv_;
+  bool meta_busy_ = false;
   std::mutex states_mu_;
   std::map<std::string, std::shared_ptr<VolumeState>> states_;
 };

@@ -296,10 +296,12 @@ void LockLinger::Stop() {
     cv_.notify_all();
   }
   if (thread_.joinable()) thread_.join();
-  std::lock_guard<std::mutex> lk(mu_);
-  for (auto& w : idle_) left.push_back(w);
-  idle_.clear();
-  for (auto& w : left)
+  {
+    std::lock_guard<std::mutex> lk(mu_);  // what the reaper put back before it ended
+    for (auto& w : idle_) left.push_back(w);
+    idle_.clear();
+  }
+  for (auto& w : left)  // never under mu_: Exit() takes a volume's lock, then mu_
     if (auto v = w.lock()) v->ReleaseIfIdle(Clock::now(), true);
 }
 
