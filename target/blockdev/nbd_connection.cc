@@ -188,6 +188,8 @@ Status OptError(const OptReply& r, const std::string& export_name) {
                              (msg.empty() ? "" : ": " + msg));
 }
 
+Status Greet(int fd, Clock::time_point deadline);
+
 // Greeting and client flags. Returns the fd ready for options.
 Result<int> OpenAndGreet(const NbdConnectOptions& o, Clock::time_point* hs_deadline) {
   auto cdl = Clock::now() + o.connect_timeout;
@@ -195,8 +197,15 @@ Result<int> OpenAndGreet(const NbdConnectOptions& o, Clock::time_point* hs_deadl
   if (!fdr.ok()) return fdr.status();
   Fd fd(fdr.value());
   *hs_deadline = Clock::now() + o.handshake_timeout;
+  FERRY_RETURN_IF_ERROR(Greet(fd.get(), *hs_deadline));
+  return fd.release();
+}
+
+// Reads the server greeting and answers with the client flags.
+Status Greet(int fd, Clock::time_point deadline) {
+  auto* hs_deadline = &deadline;
   uint8_t g[18];
-  FERRY_RETURN_IF_ERROR(ReadFullDeadline(fd.get(), g, sizeof(g), *hs_deadline));
+  FERRY_RETURN_IF_ERROR(ReadFullDeadline(fd, g, sizeof(g), *hs_deadline));
   if (nbd::Get64(g) != nbd::kNbdMagic) return Status::Unavailable("handshake: not an NBD server");
   if (nbd::Get64(g + 8) != nbd::kIHaveOpt) return Status::Unavailable("handshake: oldstyle server unsupported");
   uint16_t sflags = nbd::Get16(g + 16);
@@ -205,8 +214,7 @@ Result<int> OpenAndGreet(const NbdConnectOptions& o, Clock::time_point* hs_deadl
   if (sflags & nbd::kFlagNoZeroes) cflags |= nbd::kClientFlagNoZeroes;
   uint8_t c[4];
   nbd::Put32(c, cflags);
-  FERRY_RETURN_IF_ERROR(WriteFullDeadline(fd.get(), c, 4, *hs_deadline));
-  return fd.release();
+  return WriteFullDeadline(fd, c, 4, *hs_deadline);
 }
 
 std::vector<uint8_t> InfoRequest(const std::string& name) {
@@ -258,6 +266,21 @@ Result<std::unique_ptr<NbdConnection>> NbdConnection::Connect(const NbdConnectOp
   if (!info.ok()) return info.status();
   // Transmission phase: blocking socket; deadlines are the owner's business.
   int fl = fcntl(fd.get(), F_GETFL);
+  fcntl(fd.get(), F_SETFL, fl & ~O_NONBLOCK);
+  std::unique_ptr<NbdConnection> c(
+      new NbdConnection(fd.release(), info.value(), std::move(on_reply), std::move(on_dead)));
+  return c;
+}
+
+Result<std::unique_ptr<NbdConnection>> NbdConnection::ConnectFd(int raw, const NbdConnectOptions& o,
+                                                                ReplyFn on_reply, DeadFn on_dead) {
+  Fd fd(raw);
+  int fl = fcntl(fd.get(), F_GETFL);
+  fcntl(fd.get(), F_SETFL, fl | O_NONBLOCK);
+  auto dl = Clock::now() + o.handshake_timeout;
+  FERRY_RETURN_IF_ERROR(Greet(fd.get(), dl));
+  auto info = InfoOrGo(fd.get(), nbd::kOptGo, o.export_name, dl);
+  if (!info.ok()) return info.status();
   fcntl(fd.get(), F_SETFL, fl & ~O_NONBLOCK);
   std::unique_ptr<NbdConnection> c(
       new NbdConnection(fd.release(), info.value(), std::move(on_reply), std::move(on_dead)));

@@ -56,6 +56,10 @@ class NbdConnection {
 
   static Result<std::unique_ptr<NbdConnection>> Connect(const NbdConnectOptions& opts,
                                                         ReplyFn on_reply, DeadFn on_dead);
+  // The same handshake over an already connected stream socket (takes
+  // ownership of fd). For tests and fuzzing; host/port/connect_timeout unused.
+  static Result<std::unique_ptr<NbdConnection>> ConnectFd(int fd, const NbdConnectOptions& opts,
+                                                          ReplyFn on_reply, DeadFn on_dead);
   // Handshake only (NBD_OPT_INFO, falling back to GO + DISC), then closes.
   // Used to probe a gateway's health and to re-read an export's size.
   static Result<NbdExportInfo> Probe(const NbdConnectOptions& opts);
