@@ -193,6 +193,20 @@ INSTANTIATE_TEST_SUITE_P(Errors, NonRetryable,
                                            ErrCase{nbd::kEPERM, Status::Code::kFenced},
                                            ErrCase{nbd::kEIO, Status::Code::kIoError}));
 
+TEST_F(GatewayBlockDeviceTest, EshutdownMovesToTheNextGatewayWithoutAnError) {
+  FakeNbdServer a(kSize), b(kSize);
+  a.SetScript([](const nbd::Request& r) {
+    return r.type == nbd::kCmdWrite ? FakeNbdServer::Action{Kind::kReply, nbd::kESHUTDOWN} : FakeNbdServer::Action{};
+  });
+  StartDev(Config({a.addr(), b.addr()}));
+  std::vector<char> w(4096, 'h');
+  ASSERT_TRUE(WriteSync(8192, w).ok());
+  EXPECT_EQ(dev_->current_gateway(), b.addr());
+  EXPECT_EQ(dev_->epoch(), 2u);
+  EXPECT_EQ(b.Data()[8192], 'h');
+  EXPECT_EQ(dev_->Stats().writeError, 0u);
+}
+
 TEST_F(GatewayBlockDeviceTest, EioIsRetriedThenReported) {
   FakeNbdServer a(kSize);
   std::atomic<int> n{0};
