@@ -652,6 +652,61 @@ TEST_F(Loopback, InitiatorThatStopsReadingBlocksNobodyAndIsDropped) {
   EXPECT_TRUE(WaitFor([&] { return lun_->nexus_lost.load() == 1; }));
 }
 
+TEST_F(Loopback, AbortTaskWaitingForDataAndDataDigestError) {
+  Start();
+  MiniInitiator c;
+  ASSERT_TRUE(c.Connect(port_));
+  ASSERT_EQ(c.Login(kIqn, {{"DataDigest", "CRC32C"}, {"InitialR2T", "Yes"}, {"ImmediateData", "No"}}), 0);
+  ASSERT_TRUE(c.dd_);
+  uint8_t cdb[16];
+  Read10Cdb(cdb, 0, 8, true);
+  uint32_t write_cmdsn = c.cmdsn_;
+  c.Send(c.Command(cdb, 10, false, true, 4096, 0x50));
+  auto p = c.Recv();
+  ASSERT_TRUE(p && p->op() == kOpR2t);
+  uint32_t ttt = p->u32(20);
+  uint32_t max_before = p->u32(32);
+  OutPdu tmf;
+  tmf.set_opcode(kOpTmfReq | 0x40);
+  tmf.set_flags(0x80 | 1);  // ABORT TASK
+  tmf.set_itt(0x51);
+  tmf.set_u32(20, 0x50);
+  tmf.set_u32(24, c.cmdsn_);
+  tmf.set_u32(32, write_cmdsn);
+  c.Send(tmf);
+  p = c.Recv();
+  ASSERT_TRUE(p && p->op() == kOpTmfResp);
+  EXPECT_EQ(p->bhs[2], 0);                         // function complete
+  EXPECT_EQ(p->u32(32), max_before + 1);           // its window slot is free again
+  // Late Data-Out for the aborted task is discarded silently.
+  std::vector<uint8_t> blk(4096, 0x77);
+  OutPdu d;
+  d.set_opcode(kOpDataOut);
+  d.set_flags(0x80);
+  d.set_itt(0x50);
+  d.set_u32(20, ttt);
+  d.set_data(blk.data(), blk.size());
+  c.Send(d);
+  EXPECT_FALSE(c.Recv(200).has_value());
+  EXPECT_EQ(lun_->commands.load(), 0u);
+  // A NOP-Out whose data digest is wrong: Reject (data digest error), then the connection closes (ERL 0).
+  OutPdu nop;
+  nop.set_opcode(kOpNopOut | 0x40);
+  nop.set_flags(0x80);
+  nop.set_itt(0x52);
+  nop.set_u32(20, kReservedTag);
+  nop.set_u32(24, c.cmdsn_);
+  std::string ping = "12345678";
+  nop.set_data(reinterpret_cast<const uint8_t*>(ping.data()), ping.size());
+  auto wire = Encode(nop, c.hd_, c.dd_);
+  wire.back() ^= 0x5a;
+  c.SendRaw(wire);
+  p = c.Recv();
+  ASSERT_TRUE(p && p->op() == kOpReject);
+  EXPECT_EQ(p->bhs[2], kRejectDataDigest);
+  EXPECT_TRUE(c.WaitEof(3000));
+}
+
 TEST_F(Loopback, StopWithOpenConnectionsJoinsEverything) {
   Start();
   MiniInitiator a, b;
