@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -204,6 +205,13 @@ Result<std::unique_ptr<Store>> FileStore::Create(const std::string& dir, Options
   for (const char* sub : {"", "/volumes", "/chunks", "/tmp", "/trash"}) {
     std::string p = dir + sub;
     if (::mkdir(p.c_str(), 0755) != 0 && errno != EEXIST) return Status::FromErrno(errno, "mkdir " + p);
+  }
+  // Up to two fds stay open per chunk touched (a 10 GiB volume: 2560+), so
+  // lift the soft fd limit to the hard one; running out shows as kIoError.
+  struct rlimit rl;
+  if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &rl);
   }
   auto ctx = std::make_shared<StoreContext>();
   ctx->dir = dir;
