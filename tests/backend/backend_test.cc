@@ -327,15 +327,17 @@ TEST_F(BackendTest, ExtendSnapshotRevert) {
 
 TEST_F(BackendTest, HeartbeatsMarkOfflineAndBackOnline) {
   BackendOptions o;
-  o.heartbeat_period = std::chrono::milliseconds(20);
-  o.heartbeat_miss = 2;
+  // 600 ms without a beat: long enough that a loaded machine's scheduling
+  // stalls between a beat and the check do not count as missed beats.
+  o.heartbeat_period = std::chrono::milliseconds(200);
+  o.heartbeat_miss = 3;
   Reopen(o);
   Cluster();
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
   while ((*db_->GetTarget("127.0.0.2"))->online && std::chrono::steady_clock::now() < deadline) {
     ASSERT_TRUE(be_->RegisterTarget("127.0.0.3", 3260, "127.0.0.3:8890").ok());  // only .3 beats
     be_->CheckHeartbeats();
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   EXPECT_FALSE((*db_->GetTarget("127.0.0.2"))->online);
   EXPECT_TRUE((*db_->GetTarget("127.0.0.3"))->online);
