@@ -209,3 +209,43 @@ def test_tls_with_self_signed_certificate(procs, tmp_path):
         raw("GET", f"http://127.0.0.1:{b.port}/healthz", timeout=5)
     # Still serving after the failed handshakes.
     assert raw("GET", b.url + "/healthz", context=ctx)[0] == 200
+
+
+def healthy(p, url):
+    if p.poll() is not None:
+        pytest.fail(f"backend exited with {p.returncode}")
+    try:
+        return raw("GET", url + "/healthz", timeout=2)[0] == 200
+    except OSError:
+        return False
+
+
+def test_ini_config_file_and_flag_precedence(procs, tmp_path):
+    port = free_port()
+    cfg = tmp_path / "ferry.ini"
+    cfg.write_text(f"""
+[backend]
+listen = 127.0.0.1:{port}
+iqn_prefix = iqn.2026-11.org.example
+[db]
+file = {tmp_path / 'from-ini.db'}
+[auth]
+token = ini-token
+""")
+    p = procs.start("backend-ini", [binary("ferry-backend"), "--config", str(cfg)])
+    poll(lambda: healthy(p, f"http://127.0.0.1:{port}"), timeout=20, what="backend from INI")
+    url = f"http://127.0.0.1:{port}"
+    assert http("PUT", url + "/tgtmaster/register/gateway?gateway=127.0.0.1:1:2", token=TOKEN)[0] == 401
+    assert http("PUT", url + "/tgtmaster/register/gateway?gateway=127.0.0.1:1:2", token="ini-token")[0] == 200
+    assert os.path.exists(tmp_path / "from-ini.db")
+    procs.stop(p)
+    # A flag wins over the file.
+    port2 = free_port()
+    p = procs.start("backend-ini2", [binary("ferry-backend"), "--config", str(cfg), "--listen", f"127.0.0.1:{port2}",
+                                     "--token", "flag-token"])
+    poll(lambda: healthy(p, f"http://127.0.0.1:{port2}"), timeout=20, what="backend with flags")
+    url = f"http://127.0.0.1:{port2}"
+    assert http("PUT", url + "/tgtmaster/register/gateway?gateway=127.0.0.1:5:3", token="flag-token")[0] == 200
+    assert http("PUT", url + "/tgtmaster/gatewaymap")[1]["ServerCount"] == 2  # same INI database
+    h = subprocess.run([binary("ferry-backend"), "--help"], capture_output=True, text=True, timeout=20)
+    assert h.returncode == 0 and "--kafka-brokers" in h.stdout
