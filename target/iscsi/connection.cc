@@ -1089,6 +1089,8 @@ bool Connection::OnText(const PduView& pdu) {
       }
     } else if (KeyNegotiator::IsLoginKey(k)) {
       out.emplace_back(k, "Irrelevant");
+    } else if (KeyNegotiator::IsOperationalKey(k)) {
+      out.emplace_back(k, "Reject");  // no renegotiation in the full-feature phase
     } else {
       out.emplace_back(k, "NotUnderstood");
     }

@@ -376,7 +376,7 @@ size_t IscsiServer::SendAsync(const std::string& iqn, AsyncEvent event, uint64_t
   return impl_->ForTarget(iqn, [&](Connection& c) { c.SendAsync(event, lun, sense, p1, p2, p3); });
 }
 size_t IscsiServer::RequestLogout(const std::string& iqn, uint16_t seconds) {
-  return SendAsync(iqn, iqn.empty() ? AsyncEvent::kRequestLogout : AsyncEvent::kRequestLogout, 0, {}, 0, 0, seconds);
+  return SendAsync(iqn, AsyncEvent::kRequestLogout, 0, {}, 0, 0, seconds);
 }
 
 }  // namespace ferry::iscsi

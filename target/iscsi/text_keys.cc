@@ -98,6 +98,17 @@ bool KeyNegotiator::IsLoginKey(const std::string& key) {
          key == "SessionType" || key == "AuthMethod" || key.rfind("CHAP_", 0) == 0;
 }
 
+bool KeyNegotiator::IsOperationalKey(const std::string& key) {
+  static constexpr const char* kKeys[] = {
+      "HeaderDigest", "DataDigest", "MaxRecvDataSegmentLength", "MaxBurstLength", "FirstBurstLength",
+      "MaxOutstandingR2T", "MaxConnections", "ErrorRecoveryLevel", "DefaultTime2Wait", "DefaultTime2Retain",
+      "InitialR2T", "ImmediateData", "DataPDUInOrder", "DataSequenceInOrder", "IFMarker", "OFMarker",
+      "IFMarkInt", "OFMarkInt", "iSCSIProtocolLevel"};
+  for (const char* k : kKeys)
+    if (key == k) return true;
+  return false;
+}
+
 void KeyNegotiator::Offer(const std::string& key, const std::string& value, KeyValues* reply) {
   // Answers to something we proposed or declared: nothing to say back.
   if (IsAnswerValue(value)) return;

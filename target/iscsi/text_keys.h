@@ -65,6 +65,8 @@ class KeyNegotiator {
   // one it answers NotUnderstood). Login keys (InitiatorName, TargetName,
   // SessionType, AuthMethod, CHAP_*) are not handled here.
   static bool IsLoginKey(const std::string& key);
+  // True for the operational keys of RFC 7143 §13 that this class negotiates.
+  static bool IsOperationalKey(const std::string& key);
   // Processes one offered key; appends the answer (if one is due) to `reply`.
   void Offer(const std::string& key, const std::string& value, KeyValues* reply);
   // Our declarations the initiator must hear once in the operational stage.

@@ -443,11 +443,13 @@ TEST_F(Loopback, ResidualsSenseNopRejectTmfTextLogout) {
   text.set_itt(8);
   text.set_u32(20, kReservedTag);
   text.set_u32(24, c.cmdsn_++);
-  std::string st = std::string("SendTargets=") + '\0';
+  std::string st = std::string("SendTargets=") + '\0' + "MaxBurstLength=4096" + '\0' + "X-ferry.Foo=1" + '\0';
   text.set_data(reinterpret_cast<const uint8_t*>(st.data()), st.size());
   c.Send(text);
   p = c.Recv();
   ASSERT_TRUE(p && p->op() == kOpTextResp);
+  EXPECT_NE(p->text().find(std::string("MaxBurstLength=Reject") + '\0'), std::string::npos);
+  EXPECT_NE(p->text().find(std::string("X-ferry.Foo=NotUnderstood") + '\0'), std::string::npos);
   EXPECT_NE(p->text().find(std::string("TargetName=") + kIqn), std::string::npos);
   EXPECT_NE(p->text().find("TargetAddress=127.0.0.1:" + std::to_string(port_) + ",1"), std::string::npos);
 
