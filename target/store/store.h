@@ -21,6 +21,8 @@
 //  - Names from users are validated by ValidateName before any path is built.
 //  - Thread-safe: one Store and its handles may be used from many threads; the
 //    I/O path takes no store-wide lock.
+//  - One Store per data directory per process (POSIX fcntl locks are per
+//    process); other processes may open the same directory at the same time.
 #pragma once
 
 #include <chrono>
@@ -86,7 +88,8 @@ class Store {
     std::chrono::milliseconds fence_drain_timeout{2000};
     bool stonith = true;             // kill a same-host process that does not drain
     // Test hook: name of a crash point at which the process _exit(137)s,
-    // e.g. "snapshot.after_map_write". Empty in production.
+    // e.g. "snapshot.before_commit" (list in docs/store.md); "stop:<point>"
+    // makes the process SIGSTOP itself there instead. Empty in production.
     std::string crash_point;
   };
 
