@@ -19,8 +19,9 @@ int64_t FirstMismatch(const uint8_t* a, const uint8_t* b, size_t n) {
   return -1;
 }
 
-// Data-Out shorter than the CDB asks for (SAM-5: INVALID FIELD IN COMMAND
-// INFORMATION UNIT); nothing is written.
+// Data-Out shorter than a command that needs all of it (COMPARE AND WRITE,
+// WRITE SAME, VERIFY, ORWRITE): INVALID FIELD IN COMMAND INFORMATION UNIT,
+// nothing is written.
 Sense ShortDataOut() { return Sense::Make(sk::kIllegalRequest, 0x0e, 0x03); }
 
 }  // namespace
@@ -109,6 +110,13 @@ void LogicalUnit::ReadWrite(const TaskPtr& t) {
   if (uint64_t(n) * block_size_ > LuLimits::kMaxTransferBytes) return Check(t, Sense::InvalidFieldInCdb(len_byte));
   if (!write) return DoRead(t, lba, n);
   bool fua = verify || (!six && (cdb[1] & 0x08)) || !wce_.load(std::memory_order_relaxed);
+  // Less Data-Out than the CDB asks for (iSCSI EDTL < SCSI transfer length):
+  // write only the whole blocks that arrived (FCP-4 / RFC 7143 overflow
+  // rule: data beyond the expected length is neither requested nor
+  // written); the transport reports the residual.
+  size_t have = t->cmd->data_out.size() / block_size_;
+  if (have < n) n = uint32_t(have);
+  if (n == 0) return Good(t);
   DoWrite(t, lba, n, fua);
 }
 

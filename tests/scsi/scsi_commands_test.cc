@@ -236,12 +236,17 @@ TEST(ScsiSbc, ReadWriteErrors) {
   Harness big(64 << 20);
   big.ClearAll();
   EXPECT_SENSE(big.Run(big.a, Cdb10(0x28, 0, 0, 0xffff)), 5, 0x24, 0);  // > max transfer
-  // Data-Out shorter than the transfer length: nothing is written.
+  // Data-Out shorter than the transfer length: only the whole blocks that
+  // arrived are written; the transfer length is reported for the residual.
   h.dev->Fill(0, 1024, 0xaa);
   r = h.Run(h.a, Cdb10(0x2a, 0, 0, 2), Pattern(512, 1));
-  EXPECT_SENSE(r, 5, 0x0e, 0x03);
+  EXPECT_GOOD(r);
   EXPECT_EQ(r.data_out_length, 1024);
-  EXPECT_EQ(h.dev->Bytes(0, 1024), std::vector<uint8_t>(1024, 0xaa));
+  EXPECT_EQ(h.dev->Bytes(0, 512), Pattern(512, 1));
+  EXPECT_EQ(h.dev->Bytes(512, 512), std::vector<uint8_t>(512, 0xaa));
+  r = h.Run(h.a, Cdb10(0x2a, 0, 1, 1), Pattern(200, 1));  // not even one block
+  EXPECT_GOOD(r);
+  EXPECT_EQ(h.dev->Bytes(512, 512), std::vector<uint8_t>(512, 0xaa));
   // More Data-Out than needed: only the transfer length is written.
   auto more = Pattern(1024, 5);
   r = h.Run(h.a, Cdb10(0x2a, 0, 0, 1), more);
