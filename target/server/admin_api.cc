@@ -16,34 +16,18 @@ HttpResponse Err(const ferry::Status& s) {
   return HttpResponse::Error(s);
 }
 
-JsonObject TargetJson(const TargetSpec& t) {
-  JsonObject o = NewObject();
-  o->set("iqn", t.iqn);
-  o->set("tid", t.tid);
-  o->set("open", t.open);
-  JsonObject acl = NewObject();
-  acl->set("initiators", NewArray(t.acl.initiators));
-  acl->set("addresses", NewArray(t.acl.addresses));
-  o->set("acl", acl);
-  JsonObject chap = NewObject();  // never the secrets
-  chap->set("user", t.chap.user);
-  chap->set("mutual_user", t.chap.mutual_user);
-  o->set("chap", chap);
-  Poco::JSON::Array::Ptr luns = new Poco::JSON::Array();
+void WriteTarget(JsonWriter& w, const TargetSpec& t) {
+  w.BeginObject().Field("iqn", t.iqn).Field("tid", t.tid).Field("open", t.open);
+  w.Key("acl").BeginObject().Field("initiators", t.acl.initiators).Field("addresses", t.acl.addresses).EndObject();
+  // never the secrets
+  w.Key("chap").BeginObject().Field("user", t.chap.user).Field("mutual_user", t.chap.mutual_user).EndObject();
+  w.Key("luns").BeginArray();
   for (const auto& [n, l] : t.luns) {
-    JsonObject lo = NewObject();
-    lo->set("lun", l.lun);
-    lo->set("volume", l.volume);
-    lo->set("size", l.size);
-    lo->set("epoch", l.epoch);
-    lo->set("switchable", l.switchable);
-    lo->set("preferred", l.preferred);
-    lo->set("current", l.current);
-    lo->set("gateways", NewArray(l.gateways));
-    luns->add(lo);
+    w.BeginObject().Field("lun", l.lun).Field("volume", l.volume).Field("size", l.size).Field("epoch", l.epoch);
+    w.Field("switchable", l.switchable).Field("preferred", l.preferred).Field("current", l.current);
+    w.Field("gateways", l.gateways).EndObject();
   }
-  o->set("luns", luns);
-  return o;
+  w.EndArray().EndObject();
 }
 
 ferry::Status ParseAcl(const JsonObject& o, Acl* acl) {
@@ -106,17 +90,21 @@ HttpResponse AdminApi::Healthz(const HttpRequest&) const {
 }
 
 HttpResponse AdminApi::ListTargets(const HttpRequest&) const {
-  Poco::JSON::Array::Ptr a = new Poco::JSON::Array();
-  for (const auto& t : reg_->Targets()) a->add(TargetJson(t));
-  JsonObject o = NewObject();
-  o->set("targets", a);
-  return Ok(200, o);
+  JsonWriter w;
+  w.BeginObject().Key("targets").BeginArray();
+  for (const auto& t : reg_->Targets()) WriteTarget(w, t);
+  w.EndArray().EndObject();
+  return HttpResponse::Json(200, w.Take());
 }
 
 HttpResponse AdminApi::GetTarget(const HttpRequest& r) const {
   const std::string& iqn = r.params.at("iqn");
   for (const auto& t : reg_->Targets())
-    if (t.iqn == iqn) return Ok(200, TargetJson(t));
+    if (t.iqn == iqn) {
+      JsonWriter w;
+      WriteTarget(w, t);
+      return HttpResponse::Json(200, w.Take());
+    }
   return HttpResponse::Error(404, "no target " + iqn);
 }
 
@@ -308,51 +296,36 @@ HttpResponse AdminApi::DeleteFixedMode(const HttpRequest& r) {
 }
 
 HttpResponse AdminApi::GetStatus(const HttpRequest&) const {
-  Poco::JSON::Array::Ptr a = new Poco::JSON::Array();
+  JsonWriter w;
+  w.BeginObject().Key("volumes").BeginArray();
   for (const auto& row : reg_->StatusRows()) {
     const VolumeStats& s = row.stats;
-    JsonObject o = NewObject();  // strings, as the original system reported them
-    o->set("volumeName", s.volume_name);
-    o->set("perferGw", s.prefer_gw);
-    o->set("currentGw", s.current_gw);
-    o->set("status", std::to_string(s.status));
-    o->set("readError", std::to_string(s.read_error));
-    o->set("writeError", std::to_string(s.write_error));
-    o->set("ioCnt", std::to_string(s.io_cnt));
-    o->set("ioTotal", std::to_string(s.io_total));
-    o->set("readIops", std::to_string(s.read_iops));
-    o->set("readKBps", std::to_string(s.read_kbps));
-    o->set("readDelayAvg", std::to_string(s.read_delay_avg));
-    o->set("writeIops", std::to_string(s.write_iops));
-    o->set("writeKBps", std::to_string(s.write_kbps));
-    o->set("writeDelayAvg", std::to_string(s.write_delay_avg));
-    o->set("switchable", s.switchable ? "1" : "0");
-    o->set("epoch", std::to_string(s.epoch));
-    o->set("iqn", row.iqn);
-    o->set("lun", std::to_string(row.lun));
-    a->add(o);
+    // Strings, as the original system reported them.
+    w.BeginObject().Field("volumeName", s.volume_name).Field("perferGw", s.prefer_gw);
+    w.Field("currentGw", s.current_gw).Field("status", std::to_string(s.status));
+    w.Field("readError", std::to_string(s.read_error)).Field("writeError", std::to_string(s.write_error));
+    w.Field("ioCnt", std::to_string(s.io_cnt)).Field("ioTotal", std::to_string(s.io_total));
+    w.Field("readIops", std::to_string(s.read_iops)).Field("readKBps", std::to_string(s.read_kbps));
+    w.Field("readDelayAvg", std::to_string(s.read_delay_avg)).Field("writeIops", std::to_string(s.write_iops));
+    w.Field("writeKBps", std::to_string(s.write_kbps)).Field("writeDelayAvg", std::to_string(s.write_delay_avg));
+    w.Field("switchable", s.switchable ? "1" : "0").Field("epoch", std::to_string(s.epoch));
+    w.Field("iqn", row.iqn).Field("lun", std::to_string(row.lun)).EndObject();
   }
-  JsonObject o = NewObject();
-  o->set("volumes", a);
-  return Ok(200, o);
+  w.EndArray().EndObject();
+  return HttpResponse::Json(200, w.Take());
 }
 
 HttpResponse AdminApi::GetSessions(const HttpRequest&) const {
-  Poco::JSON::Array::Ptr a = new Poco::JSON::Array();
+  JsonWriter w;
+  w.BeginObject().Key("sessions").BeginArray();
   if (sessions_)
     for (const auto& s : sessions_()) {
       if (s.discovery) continue;
-      JsonObject o = NewObject();
-      o->set("target", s.target_iqn);
-      o->set("initiator", s.initiator_name);
-      o->set("isid", s.isid);
-      o->set("address", s.initiator_addr);
-      o->set("portal", s.local_portal);
-      a->add(o);
+      w.BeginObject().Field("target", s.target_iqn).Field("initiator", s.initiator_name).Field("isid", s.isid);
+      w.Field("address", s.initiator_addr).Field("portal", s.local_portal).EndObject();
     }
-  JsonObject o = NewObject();
-  o->set("sessions", a);
-  return Ok(200, o);
+  w.EndArray().EndObject();
+  return HttpResponse::Json(200, w.Take());
 }
 
 }  // namespace ferry::server

@@ -46,7 +46,8 @@ class GatewayVolume : public Volume {
 GatewayVolumeFactory::GatewayVolumeFactory(Logger log)
     : log_(std::move(log)),
       timeouts_(std::make_shared<blockdev::Timeouts>()),
-      fixed_(std::make_shared<blockdev::FixedMode>()) {}
+      fixed_(std::make_shared<blockdev::FixedMode>()),
+      scheduler_(std::make_shared<blockdev::DeviceScheduler>()) {}
 
 Result<std::shared_ptr<Volume>> GatewayVolumeFactory::Open(const LunSpec& spec, bool require_gateway,
                                                            ChangeHook on_change) {
@@ -60,6 +61,7 @@ Result<std::shared_ptr<Volume>> GatewayVolumeFactory::Open(const LunSpec& spec, 
   c.switchable = spec.switchable;
   c.timeouts = timeouts_;
   c.fixed_mode = fixed_;
+  c.scheduler = scheduler_;
   c.logger = log_.Child(spec.volume);
   if (on_change)
     c.on_change = [on_change](const std::string& gw, uint64_t epoch) { on_change(VolumeChange{gw, epoch}); };

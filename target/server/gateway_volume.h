@@ -28,6 +28,7 @@ class GatewayVolumeFactory : public VolumeFactory {
   Logger log_;
   std::shared_ptr<blockdev::Timeouts> timeouts_;
   std::shared_ptr<blockdev::FixedMode> fixed_;
+  std::shared_ptr<blockdev::DeviceScheduler> scheduler_;  // one timer thread for every LUN
 };
 
 }  // namespace ferry::server

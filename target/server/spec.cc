@@ -179,19 +179,6 @@ Status ValidateLun(const LunSpec& l) {
 
 namespace {
 
-JsonObject LunToJson(const LunSpec& l) {
-  JsonObject o = NewObject();
-  o->set("lun", l.lun);
-  o->set("volume", l.volume);
-  o->set("gateways", NewArray(l.gateways));
-  o->set("preferred", l.preferred);
-  o->set("current", l.current);
-  o->set("epoch", l.epoch);
-  o->set("switchable", l.switchable);
-  o->set("size", l.size);
-  return o;
-}
-
 Status Need(const JsonObject& o, const std::string& key, std::string* out) {
   bool present = false;
   FERRY_RETURN_IF_ERROR(GetString(o, key, out, &present));
@@ -228,35 +215,25 @@ Result<LunSpec> LunFromJson(const JsonObject& o) {
 }  // namespace
 
 std::string StateToJson(const ServerState& s) {
-  JsonObject root = NewObject();
-  root->set("version", 1);
-  Poco::JSON::Array::Ptr targets = new Poco::JSON::Array();
+  JsonWriter w;
+  w.BeginObject().Field("version", 1).Key("targets").BeginArray();
   for (const auto& [iqn, t] : s.targets) {
-    JsonObject o = NewObject();
-    o->set("iqn", t.iqn);
-    o->set("tid", t.tid);
-    o->set("open", t.open);
-    JsonObject acl = NewObject();
-    acl->set("initiators", NewArray(t.acl.initiators));
-    acl->set("addresses", NewArray(t.acl.addresses));
-    o->set("acl", acl);
-    JsonObject chap = NewObject();
-    chap->set("user", t.chap.user);
-    chap->set("secret", t.chap.secret);
-    chap->set("mutual_user", t.chap.mutual_user);
-    chap->set("mutual_secret", t.chap.mutual_secret);
-    o->set("chap", chap);
-    Poco::JSON::Array::Ptr luns = new Poco::JSON::Array();
-    for (const auto& [n, l] : t.luns) luns->add(LunToJson(l));
-    o->set("luns", luns);
-    targets->add(o);
+    w.BeginObject().Field("iqn", t.iqn).Field("tid", t.tid).Field("open", t.open);
+    w.Key("acl").BeginObject().Field("initiators", t.acl.initiators).Field("addresses", t.acl.addresses).EndObject();
+    w.Key("chap").BeginObject().Field("user", t.chap.user).Field("secret", t.chap.secret);
+    w.Field("mutual_user", t.chap.mutual_user).Field("mutual_secret", t.chap.mutual_secret).EndObject();
+    w.Key("luns").BeginArray();
+    for (const auto& [n, l] : t.luns) {
+      w.BeginObject().Field("lun", l.lun).Field("volume", l.volume).Field("gateways", l.gateways);
+      w.Field("preferred", l.preferred).Field("current", l.current).Field("epoch", l.epoch);
+      w.Field("switchable", l.switchable).Field("size", l.size).EndObject();
+    }
+    w.EndArray().EndObject();
   }
-  root->set("targets", targets);
-  JsonObject to = NewObject();
-  for (const auto& name : TimeoutValues::Names()) to->set(name, *s.timeouts.Get(name));
-  root->set("timeouts", to);
-  root->set("fixed_gateway", s.fixed_gateway);
-  return ToJson(root, true) + "\n";
+  w.EndArray().Key("timeouts").BeginObject();
+  for (const auto& name : TimeoutValues::Names()) w.Field(name, *s.timeouts.Get(name));
+  w.EndObject().Field("fixed_gateway", s.fixed_gateway).EndObject();
+  return w.Take() + "\n";
 }
 
 Result<ServerState> StateFromJson(const std::string& text) {
