@@ -4,7 +4,7 @@
 // completes exactly once, synchronously here (the RAM device answers at
 // once), and that every CHECK CONDITION carries well-formed sense data.
 //
-// Input records: [selector][data length][16 CDB bytes][data...]
+// Input records: [selector][data length / 8][16 CDB bytes][data...]
 //   selector bits 0-1: nexus (0..2), bits 2-3: task attribute,
 //   bit 4: LUN 1 (absent) instead of 0, bits 5-7 = 7: a TMF/nexus event
 //   chosen by the CDB's first byte instead of a command.
@@ -56,7 +56,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     uint8_t sel = data[off], dlen = data[off + 1];
     const uint8_t* cdb = data + off + 2;
     off += 18;
-    size_t take = std::min<size_t>(dlen * 4, size - off);
+    size_t take = std::min<size_t>(dlen * 8, size - off);
     const Nexus& n = *nexus[(sel & 3) % 3];
     uint64_t lun = (sel & 0x10) ? 1 : 0;
     if ((sel >> 5) == 7) {
