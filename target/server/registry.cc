@@ -1,10 +1,28 @@
 #include "target/server/registry.h"
 
 #include <algorithm>
+#include <atomic>
 
 #include "target/scsi/target.h"
 
 namespace ferry::server {
+namespace {
+
+// Stops many volumes at once: each Stop() joins its device's threads, so a
+// thousand of them one after another would take far too long at shutdown.
+void StopAll(const std::vector<std::shared_ptr<Volume>>& vols) {
+  constexpr size_t kWorkers = 16;
+  std::atomic<size_t> next{0};
+  auto work = [&] {
+    for (size_t i = next++; i < vols.size(); i = next++) vols[i]->Stop();
+  };
+  std::vector<std::thread> ts;
+  for (size_t i = 1; i < std::min(kWorkers, vols.size()); ++i) ts.emplace_back(work);
+  work();
+  for (auto& t : ts) t.join();
+}
+
+}  // namespace
 
 Registry::Registry(Options opts, StateFile* file, VolumeFactory* factory)
     : opts_(std::move(opts)), file_(file), factory_(factory) {
@@ -50,8 +68,10 @@ void Registry::Shutdown() {
       if (!st.ok()) opts_.log.Error("final save of the state failed: " + st.ToString());
     }
   }
+  std::vector<std::shared_ptr<Volume>> vols;
   for (auto& [iqn, lv] : live)
-    for (auto& [n, v] : lv.volumes) v->Stop();
+    for (auto& [n, v] : lv.volumes) vols.push_back(v);
+  StopAll(vols);
 }
 
 std::shared_ptr<scsi::Target> Registry::NewScsiTarget(const std::string& iqn) const {
@@ -248,10 +268,12 @@ Status Registry::DeleteTarget(const std::string& iqn) {
       });
   if (!st.ok()) return st;
   size_t dropped = hooks_.drop_target ? hooks_.drop_target(iqn) : 0;
+  std::vector<std::shared_ptr<Volume>> vols;
   for (auto& [n, v] : gone.volumes) {
     if (gone.scsi) gone.scsi->RemoveLun(n);
-    StopVolume(iqn, n, v);
+    vols.push_back(v);
   }
+  StopAll(vols);
   opts_.log.Info("target " + iqn + " deleted (" + std::to_string(dropped) + " sessions dropped)");
   return Status::Ok();
 }
