@@ -59,6 +59,9 @@ std::string DefaultExportName(const std::string& vol, uint64_t epoch) {
   return epoch == 0 ? vol : vol + "@" + std::to_string(epoch);
 }
 
+// A count over a window of `secs` (>= 1) seconds, per second, rounded.
+uint64_t PerSec(uint64_t n, double secs) { return static_cast<uint64_t>(n / secs + 0.5); }
+
 int64_t Us(Clock::duration d) { return std::chrono::duration_cast<std::chrono::microseconds>(d).count(); }
 
 }  // namespace
@@ -75,9 +78,10 @@ std::vector<std::pair<std::string, std::string>> VolumeStats::ToStrings() const 
 
 // ---------------------------------------------------------------------------
 // Impl: all mutable state. Threads: callers (submit), one reader per
-// connection (replies), the manager (timeouts, switching, reconnect,
-// fail-back, rates) and the prober (health probes of failed and preferred
-// gateways). Locks: mu_ guards everything below it; it is never held while
+// connection (replies), and three scheduler tasks that run on the shared
+// DeviceScheduler only when something is due: the manager (timeouts,
+// switching, reconnect, fail-back, rates), the prober (health probes of failed
+// and preferred gateways) and the sender (requests issued from callbacks). Locks: mu_ guards everything below it; it is never held while
 // sending, connecting, closing a connection or running a callback.
 class GatewayBlockDevice::Impl {
  public:
@@ -135,6 +139,11 @@ class GatewayBlockDevice::Impl {
   }
 
   void Start() {
+    // The tasks exist before the first connection can report anything.
+    sched_ = cfg_.scheduler ? cfg_.scheduler : std::make_shared<DeviceScheduler>();
+    mgr_task_ = sched_->NewTask([this] { ManagerRun(); });
+    probe_task_ = sched_->NewTask([this] { ProbeRun(); });
+    send_task_ = sched_->NewTask([this] { SenderRun(); });
     // First connection at the given epoch (joining, not raising).
     uint64_t gen = NewGen();
     auto c = ConnectTo(current_, epoch_, gen);
@@ -148,9 +157,13 @@ class GatewayBlockDevice::Impl {
       need_failover_ = "start: " + c.status().message();
       d_->status_.store(static_cast<int>(VolumeStatus::kSwitch));
     }
-    manager_ = std::thread([this] { ManagerLoop(); });
-    prober_ = std::thread([this] { ProberLoop(); });
-    sender_ = std::thread([this] { SenderLoop(); });
+    if (cfg_.fixed_mode) fixed_sub_ = cfg_.fixed_mode->Subscribe([this] { mgr_task_->WakeNow(); });
+    {
+      std::lock_guard<std::mutex> l(rates_mu_);
+      last_roll_ = Clock::now();
+      next_rates_ = last_roll_ + milliseconds(1000);
+    }
+    mgr_task_->WakeNow();
   }
 
   void Stop() {
@@ -161,10 +174,9 @@ class GatewayBlockDevice::Impl {
       stopping_ = true;
     }
     cv_.notify_all();
-    probe_cv_.notify_all();
-    defer_cv_.notify_all();
-    if (manager_.joinable()) manager_.join();
-    if (prober_.joinable()) prober_.join();
+    if (cfg_.fixed_mode) cfg_.fixed_mode->Unsubscribe(fixed_sub_);
+    mgr_task_->Cancel();
+    probe_task_->Cancel();
     std::shared_ptr<NbdConnection> c;
     {
       std::lock_guard<std::mutex> l(mu_);
@@ -172,7 +184,7 @@ class GatewayBlockDevice::Impl {
       published_ = false;
     }
     if (c) c->Close();
-    if (sender_.joinable()) sender_.join();
+    send_task_->Cancel();
     std::vector<OpPtr> left;
     {
       std::lock_guard<std::mutex> l(mu_);
@@ -202,6 +214,7 @@ class GatewayBlockDevice::Impl {
     op->io_timeout = t.Get(is_read ? TimeoutKind::kRead : TimeoutKind::kWrite);
     op->retry_deadline = op->issued + t.Get(is_read ? TimeoutKind::kReadRetry : TimeoutKind::kWriteRetry);
     std::shared_ptr<NbdConnection> c;
+    bool deferred = false;
     {
       std::lock_guard<std::mutex> l(mu_);
       if (stopped_) {
@@ -216,7 +229,7 @@ class GatewayBlockDevice::Impl {
           // ways). The sender thread sends it.
           op->retry_at = op->issued;
           defer_q_.push_back(op);
-          defer_cv_.notify_one();
+          deferred = true;
         } else if (published_ && conn_) {
           c = conn_;
           op->gen = conn_gen_;
@@ -230,28 +243,30 @@ class GatewayBlockDevice::Impl {
       return;
     }
     if (c) SendOp(c, op);
+    if (deferred) send_task_->WakeNow();
   }
 
   // Sends an op the caller marked sending (gen set). A failure means the
   // connection died; the manager re-sends everything of that generation.
   void SendOp(const std::shared_ptr<NbdConnection>& c, const OpPtr& op) {
+    auto deadline = op->sent_at + op->io_timeout + milliseconds(1);
     c->Send(op->type, op->flags, op->seq, op->offset, op->length, op->wbuf, op->rbuf);
     op->sending.fetch_sub(1);
+    mgr_task_->WakeAt(deadline);  // the hung-gateway check (a no-op when one is due sooner)
   }
 
   // Sends what completion callbacks issued (see Submit). If the volume is
   // between connections, the op simply waits: the next Activate sends it.
-  void SenderLoop() {
-    for (;;) {
+  void SenderRun() {
+    {
       std::vector<OpPtr> batch;
       std::shared_ptr<NbdConnection> c;
       {
         std::unique_lock<std::mutex> l(mu_);
-        defer_cv_.wait(l, [this] { return stopping_ || !defer_q_.empty(); });
-        if (stopping_) return;
+        if (stopping_ || defer_q_.empty()) return;
         if (!published_ || !conn_) {
           defer_q_.clear();  // still waiting (gen 0): Activate or RetryWaiting sends them
-          continue;
+          return;
         }
         c = conn_;
         auto now = Clock::now();
@@ -272,6 +287,11 @@ class GatewayBlockDevice::Impl {
   void OnReply(uint64_t gen, uint64_t cookie, uint32_t err) {
     OpPtr op;
     Status fatal;
+    // A planned move (MoveTo) waits for the ops of its connection to finish.
+    struct NotifyOnExit {
+      std::condition_variable& cv;
+      ~NotifyOnExit() { cv.notify_all(); }
+    } notify{cv_};
     {
       std::lock_guard<std::mutex> l(mu_);
       auto it = ops_.find(cookie);
@@ -291,6 +311,7 @@ class GatewayBlockDevice::Impl {
           op->backoff = std::min(kBackoffMax, op->backoff.count() ? op->backoff * 2 : kBackoffMin);
           op->retry_at = Clock::now() + op->backoff;
           retry_events_++;
+          mgr_task_->WakeAt(op->retry_at);
           return;
         }
         case ErrClass::kGatewayGone:
@@ -298,7 +319,7 @@ class GatewayBlockDevice::Impl {
           op->gen = 0;
           op->retry_at = Clock::now();
           if (gen == conn_gen_ && dead_reason_.empty()) dead_reason_ = "gateway shutting down (ESHUTDOWN)";
-          cv_.notify_all();
+          mgr_task_->WakeNow();
           return;
         case ErrClass::kFatal:
           ops_.erase(it);
@@ -316,6 +337,7 @@ class GatewayBlockDevice::Impl {
       dead_reason_ = "connection lost: " + why.message();
     }
     cv_.notify_all();
+    mgr_task_->WakeNow();
   }
 
   // ---- completion and counters
@@ -389,6 +411,7 @@ class GatewayBlockDevice::Impl {
       dead_reason_.clear();
       published_ = false;
       health_[gw].failed = false;
+      ResetUnprobedLocked();
       for (auto& [s, op] : ops_) waiting += op->gen == 0;
       d_->status_.store(static_cast<int>(VolumeStatus::kNormal));
     }
@@ -455,32 +478,102 @@ class GatewayBlockDevice::Impl {
       while (op->sending.load() > 0) std::this_thread::yield();
   }
 
-  // ---- manager
-  void ManagerLoop() {
-    auto next_rates = Clock::now() + milliseconds(1000);
-    auto next_policy = Clock::now();
-    while (true) {
-      {
-        std::unique_lock<std::mutex> l(mu_);
-        cv_.wait_for(l, cfg_.tick, [this] { return stopping_ || kick_ || !dead_reason_.empty(); });
-        if (stopping_) return;
-        kick_ = false;
-      }
-      auto now = Clock::now();
-      CheckConnection();
-      if (Stopping()) return;
-      RetryWaiting();
-      ExpireWindows();
-      if (now >= next_policy) {
-        Policy();
-        next_policy = Clock::now() + milliseconds(1000);
-      }
-      if (now >= next_rates) {
-        Rates();
-        next_rates += milliseconds(1000);
-        if (next_rates < now) next_rates = now + milliseconds(1000);
-      }
+  // ---- manager: one run per event or deadline (scheduler task), never a
+  // periodic tick. Deadlines: hung-request checks and retry back-offs while
+  // requests exist, reconnects in fault, fail-back/fixed-mode moves, and the
+  // rate window while I/O happens. An idle volume on its preferred gateway
+  // schedules nothing.
+  void ManagerRun() {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      if (stopping_) return;
+      kick_ = false;
     }
+    CheckConnection();
+    if (Stopping()) return;
+    RetryWaiting();
+    ExpireWindows();
+    if (Clock::now() >= next_policy_) {
+      Policy();
+      next_policy_ = Clock::now() + milliseconds(1000);
+    }
+    RollRates(Clock::now());
+    ScheduleNext();
+  }
+
+  // Whether the prober has work: a failed gateway, or the volume is away from
+  // its preferred one. Clears the probe history of the others (mu_ held).
+  bool ProbeWantedLocked() {
+    bool any = false;
+    for (auto& [gw, h] : health_) any |= h.failed || (gw == preferred_ && current_ != preferred_);
+    return any;
+  }
+  void ResetUnprobedLocked() {
+    for (auto& [gw, h] : health_)
+      if (!(h.failed || (gw == preferred_ && current_ != preferred_))) h.ok_since.reset();
+  }
+
+  void ScheduleNext() {
+    auto now = Clock::now();
+    auto next = Clock::time_point::max();
+    auto fixed = FixedGateway();
+    bool switchable = d_->switchable_.load();
+    auto recovery = cfg_.timeouts->Get(TimeoutKind::kRecovery);
+    bool probe;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      if (stopping_) return;
+      if (!need_failover_.empty() || (conn_ && !dead_reason_.empty()) || kick_) next = now;
+      if (in_fault_ && !conn_) next = std::min(next, next_reconnect_);
+      for (auto& [sq, op] : ops_) {
+        if (op->gen != 0 && conn_ && op->gen == conn_gen_) {
+          next = std::min(next, op->sent_at + op->io_timeout + milliseconds(1));
+        } else if (op->gen == 0) {
+          next = std::min(next, op->retry_deadline);
+          if (published_) next = std::min(next, std::max(op->retry_at, now));
+        }
+      }
+      // Safety net while requests exist (this is active work, not idle cost).
+      if (!ops_.empty()) next = std::min(next, now + milliseconds(1000));
+      if (rates_active_) next = std::min(next, next_rates_);
+      if (switchable && conn_) {
+        if (fixed && *fixed != current_) {
+          next = std::min(next, next_policy_);
+        } else if (!fixed && current_ != preferred_ && health_[preferred_].ok_since) {
+          next = std::min(next, std::max(next_policy_, *health_[preferred_].ok_since + recovery));
+        }
+      }
+      probe = ProbeWantedLocked();
+    }
+    if (next != Clock::time_point::max()) mgr_task_->WakeAt(next);
+    if (probe) probe_task_->WakeAt(now + kProbePeriod);
+  }
+
+  // Rates over the last window (about a second while I/O happens; when the
+  // volume was idle, the average since the last window). Computed from the
+  // counters when due or when Stats() reads them; nothing runs when idle.
+  void RollRates(Clock::time_point now) {
+    std::lock_guard<std::mutex> l(rates_mu_);
+    if (now < next_rates_) return;
+    uint64_t ro = read_ops_.load(), rb = read_bytes_.load(), rl = read_lat_us_.load();
+    uint64_t wo = write_ops_.load(), wb = write_bytes_.load(), wl = write_lat_us_.load();
+    uint64_t tot = total_.load();
+    uint64_t dro = ro - last_ro_, dwo = wo - last_wo_;
+    double secs = std::max(1.0, std::chrono::duration<double>(now - last_roll_).count());
+    r_iops_.store(PerSec(dro, secs));
+    r_kbps_.store(PerSec((rb - last_rb_) / 1024, secs));
+    r_delay_.store(dro ? (rl - last_rl_) / dro / 1000 : 0);
+    w_iops_.store(PerSec(dwo, secs));
+    w_kbps_.store(PerSec((wb - last_wb_) / 1024, secs));
+    w_delay_.store(dwo ? (wl - last_wl_) / dwo / 1000 : 0);
+    bool active = tot != last_total_ || inflight_.load() > 0;
+    last_ro_ = ro; last_rb_ = rb; last_rl_ = rl;
+    last_wo_ = wo; last_wb_ = wb; last_wl_ = wl;
+    last_total_ = tot;
+    last_roll_ = now;
+    next_rates_ = now + milliseconds(1000);
+    std::lock_guard<std::mutex> l2(mu_);
+    rates_active_ = active;
   }
 
   bool Stopping() {
@@ -726,6 +819,7 @@ class GatewayBlockDevice::Impl {
 
   // Planned move: hold new I/O, drain what is in flight, then switch at epoch+1.
   void MoveTo(const std::string& gw, const std::string& why) {
+    std::lock_guard<std::mutex> pl(probe_mu_);
     d_->status_.store(static_cast<int>(VolumeStatus::kSwitch));
     std::string from;
     uint64_t gen;
@@ -743,7 +837,7 @@ class GatewayBlockDevice::Impl {
       for (auto& [s, op] : ops_)
         if (op->gen == gen) busy = true;
       if (!busy || stopping_ || !dead_reason_.empty() || Clock::now() >= drain_end) break;
-      cv_.wait_for(l, milliseconds(10));
+      cv_.wait_until(l, drain_end);  // signalled by every reply, a dead connection and Stop
     }
     bool dead;
     {
@@ -766,50 +860,52 @@ class GatewayBlockDevice::Impl {
     }
   }
 
-  void Rates() {
-    uint64_t ro = read_ops_.load(), rb = read_bytes_.load(), rl = read_lat_us_.load();
-    uint64_t wo = write_ops_.load(), wb = write_bytes_.load(), wl = write_lat_us_.load();
-    uint64_t dro = ro - last_ro_, dwo = wo - last_wo_;
-    r_iops_.store(dro);
-    r_kbps_.store((rb - last_rb_) / 1024);
-    r_delay_.store(dro ? (rl - last_rl_) / dro / 1000 : 0);
-    w_iops_.store(dwo);
-    w_kbps_.store((wb - last_wb_) / 1024);
-    w_delay_.store(dwo ? (wl - last_wl_) / dwo / 1000 : 0);
-    last_ro_ = ro; last_rb_ = rb; last_rl_ = rl;
-    last_wo_ = wo; last_wb_ = wb; last_wl_ = wl;
-  }
-
   // ---- prober: failed gateways (so switches prefer live ones) and the
   // preferred one (fail-back). Handshake at epoch 0: never raises the epoch.
-  void ProberLoop() {
-    for (;;) {
-      std::vector<std::string> targets;
-      {
-        std::unique_lock<std::mutex> l(mu_);
-        probe_cv_.wait_for(l, kProbePeriod, [this] { return stopping_; });
-        if (stopping_) return;
-        for (auto& [gw, h] : health_) {
-          bool want = h.failed || (gw == preferred_ && current_ != preferred_);
-          if (!want) h.ok_since.reset();
-          if (want && gw != current_) targets.push_back(gw);
-          if (want && gw == current_ && conn_ == nullptr) targets.push_back(gw);
-        }
-      }
-      for (const auto& gw : targets) {
-        bool ok = ProbeOk(gw);
-        std::lock_guard<std::mutex> l(mu_);
-        auto& h = health_[gw];
-        if (ok) {
-          if (h.failed) log_.Info("volume " + cfg_.volume + ": gateway " + gw + " answers probes again");
-          h.failed = false;
-          if (!h.ok_since) h.ok_since = Clock::now();
-        } else {
-          h.ok_since.reset();
-        }
-        if (stopping_) return;
+  void ProbeRun() {
+    std::vector<std::string> targets;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      if (stopping_) return;
+      ResetUnprobedLocked();
+      for (auto& [gw, h] : health_) {
+        bool want = h.failed || (gw == preferred_ && current_ != preferred_);
+        if (want && gw != current_) targets.push_back(gw);
+        if (want && gw == current_ && conn_ == nullptr) targets.push_back(gw);
       }
     }
+    for (const auto& gw : targets) {
+      // A planned move holds probe_mu_: no probe overlaps it, and a gateway
+      // the volume has just moved to is not probed any more.
+      std::lock_guard<std::mutex> pl(probe_mu_);
+      {
+        std::lock_guard<std::mutex> l(mu_);
+        if (stopping_) return;
+        auto& h = health_[gw];
+        bool want = h.failed || (gw == preferred_ && current_ != preferred_);
+        if (!want || (gw == current_ && conn_ != nullptr)) continue;
+      }
+      bool ok = ProbeOk(gw);
+      std::lock_guard<std::mutex> l(mu_);
+      auto& h = health_[gw];
+      if (ok) {
+        if (h.failed) log_.Info("volume " + cfg_.volume + ": gateway " + gw + " answers probes again");
+        h.failed = false;
+        if (!h.ok_since) h.ok_since = Clock::now();
+      } else {
+        h.ok_since.reset();
+      }
+      if (stopping_) return;
+    }
+    bool again;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      if (stopping_) return;
+      again = ProbeWantedLocked();
+    }
+    // The manager decides on fail-back from the probe history.
+    if (!targets.empty()) mgr_task_->WakeNow();
+    if (again) probe_task_->WakeAt(Clock::now() + kProbePeriod);
   }
 
   bool ProbeOk(const std::string& gw) {
@@ -851,6 +947,7 @@ class GatewayBlockDevice::Impl {
   }
 
   void FillStats(VolumeStats* s) {
+    RollRates(Clock::now());
     {
       std::lock_guard<std::mutex> l(mu_);
       s->perferGw = preferred_;
@@ -879,6 +976,7 @@ class GatewayBlockDevice::Impl {
       kick_ = true;
     }
     cv_.notify_all();
+    if (mgr_task_) mgr_task_->WakeNow();
   }
   const Logger& log() const { return log_; }
 
@@ -889,7 +987,6 @@ class GatewayBlockDevice::Impl {
 
   std::mutex mu_;
   std::condition_variable cv_;
-  std::condition_variable probe_cv_;
   bool stopping_ = false;
   bool stopped_ = false;
   std::map<uint64_t, OpPtr> ops_;  // by issue order
@@ -908,9 +1005,13 @@ class GatewayBlockDevice::Impl {
   std::map<std::string, GwHealth> health_;
   uint64_t retry_events_ = 0;
 
-  std::thread manager_, prober_, sender_;
+  std::shared_ptr<DeviceScheduler> sched_;
+  std::shared_ptr<DeviceScheduler::Task> mgr_task_, probe_task_, send_task_;
+  uint64_t fixed_sub_ = 0;
+  std::mutex probe_mu_;  // one probe, or one planned move; taken before mu_
+  Clock::time_point next_policy_{};  // manager only
+  bool rates_active_ = false;        // under mu_
   std::deque<OpPtr> defer_q_;
-  std::condition_variable defer_cv_;
   // Until a gateway has answered, assume the commands Ferry's gateway
   // supports, so early flushes are queued rather than skipped.
   std::atomic<uint16_t> tflags_{nbd::kTFlagHasFlags | nbd::kTFlagSendFlush | nbd::kTFlagSendFua |
@@ -920,7 +1021,9 @@ class GatewayBlockDevice::Impl {
   std::atomic<uint64_t> read_ops_{0}, read_bytes_{0}, read_lat_us_{0};
   std::atomic<uint64_t> write_ops_{0}, write_bytes_{0}, write_lat_us_{0};
   std::atomic<uint64_t> r_iops_{0}, r_kbps_{0}, r_delay_{0}, w_iops_{0}, w_kbps_{0}, w_delay_{0};
-  uint64_t last_ro_ = 0, last_rb_ = 0, last_rl_ = 0, last_wo_ = 0, last_wb_ = 0, last_wl_ = 0;
+  std::mutex rates_mu_;  // guards the window below; taken before mu_
+  uint64_t last_ro_ = 0, last_rb_ = 0, last_rl_ = 0, last_wo_ = 0, last_wb_ = 0, last_wl_ = 0, last_total_ = 0;
+  Clock::time_point last_roll_{}, next_rates_{};
 };
 
 // ---------------------------------------------------------------------------

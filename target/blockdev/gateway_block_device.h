@@ -26,6 +26,10 @@
 //  - Every switch, fail-back, fault and recovery is logged with volume, from,
 //    to, epoch and reason; on_change is called after each move (persist it).
 //  - Counters are atomics; Stats() is cheap and thread-safe.
+//  - Cost: the device owns no thread but its connection's reader. Its
+//    background work runs on a DeviceScheduler (pass one shared by all volumes
+//    of a target; without one the device makes its own) and only when due:
+//    an idle volume on its preferred gateway uses no CPU.
 #pragma once
 
 #include <atomic>
@@ -43,6 +47,7 @@
 #include <vector>
 
 #include "target/blockdev/block_device.h"
+#include "target/blockdev/device_scheduler.h"
 #include "target/blockdev/nbd_connection.h"
 #include "target/blockdev/timeouts.h"
 #include "target/common/logger.h"
@@ -84,6 +89,7 @@ struct GatewayBlockDeviceConfig {
   bool switchable = true;
   std::shared_ptr<Timeouts> timeouts;      // required; shared by the target's volumes
   std::shared_ptr<FixedMode> fixed_mode;   // optional; shared by the target's volumes
+  std::shared_ptr<DeviceScheduler> scheduler;  // optional (recommended); shared by the target's volumes
   Logger logger{"blockdev"};
   // Export name for (volume, epoch). Default: "VOL@EPOCH", "VOL" for epoch 0.
   std::function<std::string(const std::string& volume, uint64_t epoch)> export_name;
@@ -92,7 +98,7 @@ struct GatewayBlockDeviceConfig {
   std::function<void(const std::string& gateway, uint64_t epoch)> on_change;
   std::chrono::milliseconds connect_timeout{3000};
   std::chrono::milliseconds handshake_timeout{10000};
-  std::chrono::milliseconds tick{100};  // internal clock
+  std::chrono::milliseconds tick{100};  // granularity of the `switch` delay wait
 };
 
 class GatewayBlockDevice : public BlockDevice {

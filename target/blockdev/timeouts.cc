@@ -60,10 +60,24 @@ void Timeouts::SetForTesting(TimeoutKind k, std::chrono::milliseconds v) {
 void FixedMode::Set(const std::string& gateway) {
   std::lock_guard<std::mutex> l(mu_);
   gw_ = gateway;
+  NotifyLocked();
 }
 void FixedMode::Clear() {
   std::lock_guard<std::mutex> l(mu_);
   gw_.reset();
+  NotifyLocked();
+}
+uint64_t FixedMode::Subscribe(std::function<void()> listener) {
+  std::lock_guard<std::mutex> l(mu_);
+  listeners_.emplace(++next_id_, std::move(listener));
+  return next_id_;
+}
+void FixedMode::Unsubscribe(uint64_t id) {
+  std::lock_guard<std::mutex> l(mu_);
+  listeners_.erase(id);
+}
+void FixedMode::NotifyLocked() {
+  for (auto& [id, fn] : listeners_) fn();
 }
 std::optional<std::string> FixedMode::Get() const {
   std::lock_guard<std::mutex> l(mu_);

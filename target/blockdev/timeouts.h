@@ -13,6 +13,8 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -52,15 +54,24 @@ class Timeouts {
 
 // FixedMode: the target-wide override (debug) naming one gateway "host:port"
 // that every volume moves to and stays on. Thread-safe; shared by all volumes.
+// Subscribers are called after every Set/Clear (under the object's lock: a
+// listener must only wake something up, never call back into FixedMode); no
+// call reaches a listener after Unsubscribe returns.
 class FixedMode {
  public:
   void Set(const std::string& gateway);
   void Clear();
   std::optional<std::string> Get() const;
 
+  uint64_t Subscribe(std::function<void()> listener);
+  void Unsubscribe(uint64_t id);
+
  private:
+  void NotifyLocked();
   mutable std::mutex mu_;
   std::optional<std::string> gw_;
+  uint64_t next_id_ = 0;
+  std::map<uint64_t, std::function<void()>> listeners_;
 };
 
 }  // namespace ferry::blockdev
