@@ -71,11 +71,19 @@ def test_sigstop_switches_after_timeout_and_fences_stale_writes(procs, tmp_path)
     wait_ops(tgt, 3000, "I/O on gw2")
     v.stop_io()  # writes stop; the verifier waits for the verify file before reading back
     gws[0].kill(signal.SIGCONT)
-    # The woken gateway processes whatever it had queued; wait until it serves
-    # its admin API again, i.e. it is running, then read everything back.
-    poll(lambda: http("GET", gws[0].admin + "/healthz", timeout=2)[0] == 200,
-         timeout=20, what="gw1 awake")
-    st, info = http("GET", gws[0].admin + "/v1/volumes/vol1")
+    # The woken gateway processes whatever it had queued — unless the new
+    # gateway already fenced it by killing it (STONITH of a process that could
+    # not be proven drained). Wait until it either serves its admin API again
+    # or is gone, then read everything back.
+    def awake_or_dead():
+        if gws[0].proc.poll() is not None:
+            return "dead"
+        try:
+            return "awake" if http("GET", gws[0].admin + "/healthz", timeout=2)[0] == 200 else None
+        except OSError:
+            return None
+    poll(awake_or_dead, timeout=20, what="gw1 awake or fenced")
+    st, info = http("GET", gws[1].admin + "/v1/volumes/vol1")
     assert st == 200 and info["epoch"] >= 2, info
     res = v.result()
     ok(res, v)
