@@ -151,7 +151,15 @@ def run_tgt(procs, work, size, test):
         tgtadm("--mode", "target", "--op", "bind", "--tid", "1", "--initiator-name", name)
     log = os.path.join(work, "tgt-cu.log")
     url = f"iscsi://127.0.0.1:{port}/{tiqn}/1"
-    rc, secs = run_cu(url, url, log, test)
+    try:
+        rc, secs = run_cu(url, url, log, test)
+    finally:
+        procs.close()
+        for suffix in ("", ".lock"):  # tgtd leaves its control socket behind
+            try:
+                os.unlink(f"/var/run/tgtd/socket.{ctl}{suffix}")
+            except OSError:
+                pass
     return log, secs
 
 
