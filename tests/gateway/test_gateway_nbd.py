@@ -18,7 +18,7 @@ def gw(procs, tmp_path):
 def test_nbdinfo_size_block_sizes_and_list(gw):
     gw.create("vol1", 64 * MiB)
     gw.create("vol2", 8 * MiB)
-    out = run(["nbdinfo", "--json", gw.uri("vol1")]).stdout
+    out = run(["nbdinfo", "--no-content", "--json", gw.uri("vol1")]).stdout
     import json
     info = json.loads(out)["exports"][0]
     assert info["export-size"] == 64 * MiB
@@ -28,7 +28,7 @@ def test_nbdinfo_size_block_sizes_and_list(gw):
     assert info["is_read_only"] is False
     assert info["can_flush"] and info["can_fua"] and info["can_trim"] and info["can_zero"]
     assert "base:allocation" in info["contexts"]
-    listed = json.loads(run(["nbdinfo", "--json", "--list", f"nbd://127.0.0.1:{gw.nbd_port}"]).stdout)
+    listed = json.loads(run(["nbdinfo", "--no-content", "--json", "--list", f"nbd://127.0.0.1:{gw.nbd_port}"]).stdout)
     names = sorted(e["export-name"] for e in listed["exports"])
     assert names == ["vol1", "vol2"]
     # An unknown export is refused during the handshake.
