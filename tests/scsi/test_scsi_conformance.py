@@ -8,7 +8,6 @@ second (multipath) URL, scores every test by its worst verdict, prints the
 score and every non-PASS test, and requires no FAIL.
 """
 import re
-import shutil
 import subprocess
 import time
 
@@ -68,7 +67,6 @@ def score(text):
     return results
 
 
-@pytest.mark.skipif(shutil.which("iscsi-test-cu") is None, reason="libiscsi-bin (iscsi-test-cu) not installed")
 def test_iscsi_test_cu_scsi_family(procs, tmp_path):
     port = start_portal(procs)
     url = f"iscsi://127.0.0.1:{port}/{IQN}/0"
