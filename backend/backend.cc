@@ -999,26 +999,23 @@ Result<Stats> Backend::GetStats() {
 }
 
 Result<std::vector<std::pair<std::string, std::string>>> Backend::TargetStatusBodies() {
-  auto ts = db_->ListTargets();
-  if (!ts.ok()) return ts.status();
-  std::vector<std::pair<std::string, std::string>> out;
-  for (auto& t : *ts) {
-    if (!t.online) continue;
-    auto b = peers_->TgtStatusJson(t.admin);
-    if (b.ok()) out.emplace_back(t.ip, *b);
-    else logger_.Warn("status of target " + t.ip + ": " + b.status().ToString());
-  }
-  return out;
+  return FromOnlineTargets("status", [this](const std::string& admin) { return peers_->TgtStatusJson(admin); });
 }
 
 Result<std::vector<std::pair<std::string, std::string>>> Backend::TargetSessionBodies() {
+  return FromOnlineTargets("sessions", [this](const std::string& admin) { return peers_->TgtSessionsJson(admin); });
+}
+
+Result<std::vector<std::pair<std::string, std::string>>> Backend::FromOnlineTargets(
+    const std::string& what, const std::function<Result<std::string>(const std::string&)>& fetch) {
   auto ts = db_->ListTargets();
   if (!ts.ok()) return ts.status();
   std::vector<std::pair<std::string, std::string>> out;
   for (auto& t : *ts) {
     if (!t.online) continue;
-    auto b = peers_->TgtSessionsJson(t.admin);
+    auto b = fetch(t.admin);
     if (b.ok()) out.emplace_back(t.ip, *b);
+    else logger_.Warn(what + " of target " + t.ip + ": " + b.status().ToString());
   }
   return out;
 }

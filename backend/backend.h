@@ -16,6 +16,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <functional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -161,6 +162,9 @@ class Backend {
   const BackendOptions& options() const { return opts_; }
 
  private:
+  // Asks every online target for one JSON body (raw), tagged with its IP; failures are logged and skipped.
+  Result<std::vector<std::pair<std::string, std::string>>> FromOnlineTargets(
+      const std::string& what, const std::function<Result<std::string>(const std::string&)>& fetch);
   struct Peer {
     std::string addr, admin;
   };
