@@ -8,7 +8,7 @@ const std::vector<std::string>& GatewayOptions::Flags() {
   static const std::vector<std::string> k = {"data-dir",   "nbd-listen",   "admin-listen",         "token",
                                              "backend",    "log-level",    "chunk-size",           "io-threads",
                                              "handshake-timeout-ms",       "heartbeat-ms",         "advertise-host",
-                                             "fence-drain-timeout-ms"};
+                                             "fence-drain-timeout-ms", "fault-injection"};
   return k;
 }
 
@@ -18,6 +18,7 @@ std::string GatewayOptions::Usage() {
          "                     [--log-level debug|info|warn|error] [--chunk-size BYTES]\n"
          "                     [--io-threads N] [--handshake-timeout-ms MS] [--heartbeat-ms MS]\n"
          "                     [--advertise-host IP] [--fence-drain-timeout-ms MS]\n"
+         "                     [--fault-injection on|off]   (test/debug only; default off)\n"
          "Every flag is also a key of the [gateway] section (data_dir, nbd_listen, ...).\n"
          "Defaults: --data-dir ./var/data --nbd-listen 127.0.0.1:8585 --admin-listen 127.0.0.1:8686\n";
 }
@@ -69,6 +70,9 @@ Result<GatewayOptions> GatewayOptions::FromConfig(const Config& c) {
   }
   std::string adv = c.Get(s, "advertise_host", "");
   if (!adv.empty()) o.advertise_host = adv;
+  std::string fi = c.Get(s, "fault_injection", "off");
+  if (fi != "on" && fi != "off") return Status::InvalidArgument("--fault-injection must be on or off");
+  o.fault_injection = fi == "on";
   return o;
 }
 
@@ -89,6 +93,8 @@ Status Gateway::Start() {
   no.port = opts_.nbd.port;
   no.io_threads = opts_.io_threads;
   no.conn.handshake_timeout = std::chrono::milliseconds(opts_.handshake_timeout_ms);
+  faults_ = std::make_unique<FaultInjector>(log_.Child("faults"));
+  if (opts_.fault_injection) no.conn.faults = faults_.get();
   nbd_ = std::make_unique<NbdServer>(store_.get(), no, log_.Child("nbd"));
   if (Status s = nbd_->Start(); !s.ok()) {
     Stop();
@@ -103,6 +109,9 @@ Status Gateway::Start() {
   AdminApi::Identity id{static_cast<int>(::getpid()), "", "", opts_.data_dir};
   api_ = std::make_unique<AdminApi>(store_.get(), id, log_.Child("api"));
   api_->Register(http_.get());
+  fault_api_ = std::make_unique<FaultApi>(faults_.get(), opts_.fault_injection, log_.Child("faults"));
+  fault_api_->Register(http_.get());
+  if (opts_.fault_injection) log_.Warn("fault injection is on (/v1/faults); a test/debug setting");
   if (Status s = http_->Start(); !s.ok()) {
     Stop();
     return s;
@@ -135,6 +144,7 @@ void Gateway::Stop() {
   registrar_.reset();
   http_.reset();
   api_.reset();
+  fault_api_.reset();
   nbd_.reset();
   store_.reset();
 }

@@ -15,6 +15,7 @@
 #include "target/common/http_server.h"
 #include "target/common/logger.h"
 #include "target/gateway/admin_api.h"
+#include "target/gateway/fault_injector.h"
 #include "target/gateway/nbd_server.h"
 #include "target/gateway/registrar.h"
 #include "target/store/store.h"
@@ -34,6 +35,7 @@ struct GatewayOptions {
   int heartbeat_ms = 5000;
   int fence_drain_timeout_ms = 2000;
   std::string advertise_host;  // IP registered with the backend (default: the NBD host)
+  bool fault_injection = false;  // test/debug: allow /v1/faults (fault_injector.h)
 
   // Flag names accepted by ferry-gateway (without "--").
   static const std::vector<std::string>& Flags();
@@ -54,6 +56,8 @@ class Gateway {
   GatewayOptions opts_;
   Logger log_;
   std::unique_ptr<store::Store> store_;
+  std::unique_ptr<FaultInjector> faults_;  // outlives nbd_ (its connections use it)
+  std::unique_ptr<FaultApi> fault_api_;
   std::unique_ptr<NbdServer> nbd_;
   std::unique_ptr<AdminApi> api_;
   std::unique_ptr<HttpServer> http_;

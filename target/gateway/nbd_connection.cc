@@ -7,6 +7,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include "target/gateway/fault_injector.h"
+
 namespace ferry::gateway {
 
 using nbd::Buffer;
@@ -159,6 +161,11 @@ bool NbdConnection::Dispatch(RequestParser& parser, bool /*more_buffered*/) {
   uint32_t err = nbd::CheckRequest(req, handle_->size(), session_);
   if (err != 0) {
     ReplyError(req, err, "request refused");
+    return true;
+  }
+  // Fault injection (off unless armed): answer with the error, do not execute.
+  if (opts_.faults != nullptr && (err = opts_.faults->Check(session_.export_name, req.type)) != 0) {
+    ReplyError(req, err, "injected fault");
     return true;
   }
   bool heavy = req.type == nbd::kCmdFlush || req.length > opts_.inline_max ||

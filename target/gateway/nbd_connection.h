@@ -32,6 +32,8 @@
 
 namespace ferry::gateway {
 
+class FaultInjector;
+
 class NbdConnection : public std::enable_shared_from_this<NbdConnection> {
  public:
   struct Options {
@@ -41,6 +43,7 @@ class NbdConnection : public std::enable_shared_from_this<NbdConnection> {
     // Writes up to this size run inline; larger ones (and FUA writes) on the pool,
     // so the file system's per-write cost is spread over several threads.
     uint32_t inline_write_max = 0;
+    FaultInjector* faults = nullptr;  // test/debug fault injection (fault_injector.h); may be null
   };
 
   // Takes ownership of `fd`. `zeros` is a read-only buffer of zero bytes
