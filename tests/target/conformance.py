@@ -4,9 +4,13 @@
 the same size), in one run on loopback. Two initiator names are admitted by
 ACL (not "open"), and the multipath URL goes through a second portal.
 
-Scores each log with /work/shared/tools/cu-score semantics (worst verdict per
-distinct test), prints both scores and Ferry's non-PASS tests, and exits 1
-when Ferry has any FAIL (or --min-pass is not reached).
+Writes two logs per target: the raw iscsi-test-cu output (NAME-cu.log) and a
+scored copy (NAME-cu.score.log) in which each CUnit verdict ends its own line
+(see normalize()). Scores the scored copy with /work/shared/tools/cu-score's
+rules (worst verdict per distinct test), runs cu-score itself on it when it
+exists and checks the two agree test by test, prints both scores and Ferry's
+non-PASS tests, and exits 1 when Ferry has any FAIL, --min-pass is not
+reached, or the runner and cu-score disagree.
 
 usage: tests/target/conformance.py [--build DIR] [--only ferry|tgt] [--size-mib N]
                                    [--min-pass N] [--keep DIR] [--test REGEX]
@@ -33,10 +37,32 @@ IQN = "iqn.2026-11.io.ferry:conformance"
 RANK = {"PASS": 0, "SKIP": 1, "FAIL": 2}
 
 
-def score(text, strict=False):
-    """Worst verdict per distinct SUITE.TEST. strict=True: exactly the rules of
-    /work/shared/tools/cu-score; otherwise also a verdict followed on its line
-    by teardown output counts (cu-score drops those tests)."""
+# CUnit prints a test's verdict ("passed"/"FAILED") without a newline; the
+# newline comes with the next "\n  Test:" or "\nSuite:". When a suite's
+# cleanup logs something with -V (e.g. the PR suites' "Send PRIN/READ_KEYS"),
+# that text lands on the verdict's line ("passed    Send PRIN/READ_KEYS"), and
+# cu-score, which wants the verdict at the end of its line, loses the test.
+# CUnit only ever writes a verdict at the start of a line or right after
+# "  Test: NAME ...", so splitting there changes no verdict.
+VERDICT_THEN_TEXT = re.compile(r"^((?:  Test: \S+ \.\.\.)?(?:passed|FAILED))(.+)$")
+
+
+def normalize(text):
+    """The raw log with every verdict that has other output after it on its
+    line moved to the end of its own line. Nothing else changes."""
+    out = []
+    for line in text.split("\n"):
+        m = VERDICT_THEN_TEXT.match(line)
+        if m:
+            out += [m.group(1), m.group(2)]
+        else:
+            out.append(line)
+    return "\n".join(out)
+
+
+def score(text):
+    """Worst verdict per distinct SUITE.TEST, by exactly the rules of
+    /work/shared/tools/cu-score (run it on a normalize()d log)."""
     results, suite, test, skipped = {}, None, None, False
 
     def put(name, verdict):
@@ -58,10 +84,6 @@ def score(text, strict=False):
         if "[SKIPPED]" in line:
             skipped = True
         tail = line.strip()
-        # CUnit prints its verdict without a newline, so a test's teardown log
-        # ("Send PRIN/READ_KEYS" with -V) may follow it on the same line.
-        if not strict and re.match(r"^(passed|FAILED)\s{2,}\S", tail):
-            tail = tail.split()[0]
         if tail.endswith("passed") and not tail.startswith("[") or tail == "passed":
             put(f"{suite}.{test}", "SKIP" if skipped else "PASS")
             test = None
@@ -85,7 +107,40 @@ def run_cu(url, url2, log, test=None, timeout=1800):
     t0 = time.time()
     with open(log, "w") as f:
         p = subprocess.run(argv, stdout=f, stderr=subprocess.STDOUT, timeout=timeout)
-    return p.returncode, time.time() - t0
+    secs = time.time() - t0
+    write_score_log(log)
+    return p.returncode, secs
+
+
+def score_log_path(log):
+    """Where write_score_log puts the normalized copy of a raw log."""
+    return re.sub(r"\.log$", "", log) + ".score.log"
+
+
+def write_score_log(log):
+    with open(log, errors="replace") as f:
+        text = f.read()
+    with open(score_log_path(log), "w") as f:
+        f.write(normalize(text))
+    return score_log_path(log)
+
+
+def cu_score_tool():
+    """/work/shared/tools/cu-score (../shared/tools from the repo), or $FERRY_CU_SCORE; None if absent."""
+    p = os.environ.get("FERRY_CU_SCORE") or os.path.join(HERE, "..", "..", "..", "shared", "tools", "cu-score")
+    p = os.path.abspath(p)
+    return p if os.access(p, os.X_OK) else None
+
+
+def cu_score(tool, log):
+    """Runs cu-score LOG --list; returns (per-test verdicts, its summary line)."""
+    out = subprocess.run([tool, log, "--list"], capture_output=True, text=True, timeout=120, check=True).stdout
+    lines = out.strip().splitlines()
+    res = {}
+    for line in lines[:-1]:
+        verdict, name = line.split(None, 1)
+        res[name.strip()] = verdict
+    return res, lines[-1] if lines else ""
 
 
 def http_ok(method, url, body, token):
@@ -95,7 +150,7 @@ def http_ok(method, url, body, token):
     return resp
 
 
-def run_ferry(procs, work, size, test):
+def run_ferry(procs, work, size, test, timeout=1800):
     token = "conformance"
     nbd, gadm = free_port(), free_port()
     procs.start("ferry-gateway", [ferrytest.binary("ferry-gateway"), "--data-dir", os.path.join(work, "data"),
@@ -114,7 +169,7 @@ def run_ferry(procs, work, size, test):
     http_ok("POST", admin + "/v1/targets", {"iqn": IQN, "acl": {"initiators": [INIT1, INIT2]}}, token)
     http_ok("POST", admin + f"/v1/targets/{IQN}/luns", {"volume": "cu", "gateways": [f"127.0.0.1:{nbd}"]}, token)
     log = os.path.join(work, "ferry-cu.log")
-    rc, secs = run_cu(f"iscsi://127.0.0.1:{p1}/{IQN}/1", f"iscsi://127.0.0.1:{p2}/{IQN}/1", log, test)
+    rc, secs = run_cu(f"iscsi://127.0.0.1:{p1}/{IQN}/1", f"iscsi://127.0.0.1:{p2}/{IQN}/1", log, test, timeout)
     return log, secs
 
 
@@ -181,31 +236,50 @@ def main():
     with Procs(work) as procs:
         if a.only in (None, "ferry"):
             log, secs = run_ferry(procs, work, size, a.test)
-            scores["ferry"] = (score(open(log, errors="replace").read()), secs, log)
+            scores["ferry"] = (secs, log)
         procs.close()
         procs.procs.clear()
         if a.only in (None, "tgt"):
             log, secs = run_tgt(procs, work, size, a.test)
-            scores["tgt"] = (score(open(log, errors="replace").read()), secs, log)
-    for name, (res, secs, log) in scores.items():
-        line, _ = counts(res)
-        strict, _ = counts(score(open(log, errors="replace").read(), strict=True))
-        print(f"{name}: {line}   [cu-score: {strict}]   ({secs:.0f} s, log {log})")
+            scores["tgt"] = (secs, log)
+    tool = cu_score_tool()
     failed = False
-    if "ferry" in scores:
-        res = scores["ferry"][0]
+    results = {}
+    for name, (secs, log) in scores.items():
+        slog = score_log_path(log)
+        res = score(open(slog, errors="replace").read())
+        results[name] = res
+        line, _ = counts(res)
+        print(f"{name}: {line}   ({secs:.0f} s; raw log {log}, scored log {slog})")
+        if tool:
+            theirs, summary = cu_score(tool, slog)
+            agree = theirs == res
+            print(f"{name}: cu-score {slog}: {summary}   [{'agrees' if agree else 'DISAGREES'} test by test]")
+            if not agree:
+                failed = True
+                for k in sorted(set(res) | set(theirs)):
+                    if res.get(k) != theirs.get(k):
+                        print(f"  runner {res.get(k, '-'):4} cu-score {theirs.get(k, '-'):4} {k}")
+        else:
+            print(f"{name}: cu-score not found (set FERRY_CU_SCORE); runner's score only")
+    if "ferry" in results:
+        res = results["ferry"]
         bad = sorted(k for k, v in res.items() if v != "PASS")
         if bad:
             print("ferry non-PASS tests:")
             for k in bad:
-                peer = scores.get("tgt", ({},))[0].get(k, "-")
+                peer = results.get("tgt", {}).get(k, "-")
                 print(f"  {res[k]:4} {k}   (tgt: {peer})")
         _, c = counts(res)
         if not res or c["FAIL"] > 0 or c["PASS"] < a.min_pass:
             failed = True
-        if "tgt" in scores:
-            _, t = counts(scores["tgt"][0])
+        if "tgt" in results:
+            _, t = counts(results["tgt"])
             print(f"ferry PASS - tgt PASS = {c['PASS'] - t['PASS']}")
+    if "tgt" in results:
+        bad = sorted(k for k, v in results["tgt"].items() if v == "FAIL")
+        if bad:
+            print("tgt FAIL tests: " + " ".join(bad))
     if not a.keep and not failed:
         shutil.rmtree(work, ignore_errors=True)
     return 1 if failed else 0
