@@ -228,7 +228,7 @@ void RegisterCompatRoutes(HttpServer& server, Backend& b, const ApiOptions& opts
     auto port = r.HasQuery("port") ? ParseInt("port", r.Query("port")) : Result<int64_t>(3260);
     if (!port.ok()) return Fail(port.status());
     if (!r.HasQuery("admin")) return Fail(Status::InvalidArgument("admin is missing"));
-    Status s = b.RegisterTarget(r.Query("tgt"), static_cast<int>(*port), r.Query("admin"));
+    Status s = b.RegisterTarget(r.Query("tgt"), static_cast<int>(*port), r.Query("admin"), r.Query("host"));
     if (!s.ok()) return Fail(s);
     return Reply(r, Success());
   });

@@ -69,7 +69,8 @@ Result<Connector> ParseConnector(const std::string& body_text) {
   return out;
 }
 
-JObj ConnectionInfo(const std::string& volume, const std::vector<LunPlacement>& ps) {
+JObj ConnectionInfo(const std::string& volume, const AttachInfo& info) {
+  const std::vector<LunPlacement>& ps = info.placements;
   JObj data = NewObj();
   const LunPlacement& p = ps.front();
   std::string portal = p.ip + ":" + std::to_string(p.port);
@@ -90,6 +91,16 @@ JObj ConnectionInfo(const std::string& volume, const std::vector<LunPlacement>& 
   data->set("discard", true);
   data->set("access_mode", "rw");
   data->set("encrypted", false);
+  if (!info.auth_user.empty()) {  // os-brick's one-way CHAP fields
+    data->set("auth_method", "CHAP");
+    data->set("auth_username", info.auth_user);
+    data->set("auth_password", info.auth_secret);
+  }
+  if (!info.discovery_user.empty()) {
+    data->set("discovery_auth_method", "CHAP");
+    data->set("discovery_auth_username", info.discovery_user);
+    data->set("discovery_auth_password", info.discovery_secret);
+  }
   JObj o = NewObj();
   o->set("driver_volume_type", "iscsi");
   o->set("data", data);
@@ -286,7 +297,11 @@ void RegisterV1Routes(HttpServer& server, Backend& b, const ApiOptions& opts) {
       eo->set("seq", e.seq);
       eo->set("type", e.type);
       auto p = ParseObject(e.payload);
-      if (p.ok()) eo->set("payload", *p);
+      if (p.ok()) {
+        // Secrets stay in the map (and on the Kafka log between backends), not in this read-only view.
+        if ((*p)->has("secret")) (*p)->set("secret", "(redacted)");
+        eo->set("payload", *p);
+      }
       eo->set("created", e.created);
       eo->set("sent", e.sent);
       a->add(eo);
@@ -309,6 +324,7 @@ void RegisterV1Routes(HttpServer& server, Backend& b, const ApiOptions& opts) {
       o->set("port", t.port);
       o->set("admin", t.admin);
       o->set("online", t.online);
+      o->set("host", t.host);
       o->set("luns", counts.ok() ? (*counts)[t.ip] : 0);
       a->add(o);
     }

@@ -1,5 +1,6 @@
 #include "backend/backend.h"
 
+#include <openssl/rand.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -81,6 +82,39 @@ bool IsIp(const std::string& s) {
   return true;
 }
 bool IgnorableMissing(const Status& s) { return s.ok() || s.code() == Status::Code::kNotFound; }
+// An iSCSI initiator name as a connector gives it (RFC 7143 names; no spaces).
+bool IsInitiatorName(const std::string& s) {
+  if (s.size() < 5 || s.size() > 223) return false;
+  if (s.rfind("iqn.", 0) != 0 && s.rfind("eui.", 0) != 0 && s.rfind("naa.", 0) != 0) return false;
+  for (unsigned char c : s)
+    if (!(std::isalnum(c) || c == '.' || c == '-' || c == ':' || c == '_')) return false;
+  return true;
+}
+bool IsHostName(const std::string& s) {
+  if (s.empty() || s.size() > 253) return false;
+  for (unsigned char c : s)
+    if (!(std::isalnum(c) || c == '.' || c == '-' || c == '_')) return false;
+  return true;
+}
+bool SameHost(const std::string& a, const std::string& b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i)
+    if (std::tolower(static_cast<unsigned char>(a[i])) != std::tolower(static_cast<unsigned char>(b[i])))
+      return false;
+  return true;
+}
+// n bytes from OpenSSL's CSPRNG as 2n lower-case hex digits.
+Result<std::string> RandomHex(size_t n) {
+  std::vector<unsigned char> b(n);
+  if (RAND_bytes(b.data(), static_cast<int>(n)) != 1) return Status::Internal("RAND_bytes failed");
+  static const char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned char c : b) {
+    out += kHex[c >> 4];
+    out += kHex[c & 15];
+  }
+  return out;
+}
 }  // namespace
 
 Backend::Backend(db::Database* db, EventLog* log, PeerApi* peers, BackendOptions opts, Logger logger)
@@ -147,6 +181,67 @@ Result<std::string> Backend::PlaceGateway() {
     if (best_n < 0 || n < best_n) best = g.addr, best_n = n;
   }
   return best;
+}
+
+Result<db::TargetRow> Backend::PickAttachTarget(const Connector& c) {
+  // 1. The target on the connector's own address.
+  if (!c.ip.empty()) {
+    auto t = db_->GetTarget(c.ip);
+    if (!t.ok()) return t.status();
+    if (t->has_value()) {
+      if (!(*t)->online) return Status::Unavailable("target " + c.ip + " (the connector's ip) is offline");
+      return **t;
+    }
+  }
+  // 2. The target on the connector's host: reported at registration, or configured.
+  if (!c.host.empty()) {
+    auto ts = db_->ListTargets();
+    if (!ts.ok()) return ts.status();
+    std::string mapped;
+    for (auto& [h, ip] : opts_.target_hosts)
+      if (SameHost(h, c.host)) mapped = ip;
+    std::optional<db::TargetRow> offline;
+    for (auto& t : *ts) {
+      if (!(SameHost(t.host, c.host) || (!mapped.empty() && t.ip == mapped))) continue;
+      if (t.online) return t;
+      offline = t;
+    }
+    if (offline) return Status::Unavailable("target " + offline->ip + " of host " + c.host + " is offline");
+  }
+  // 3. The least loaded.
+  return PickTarget("", false);
+}
+
+Result<std::optional<db::ChapRow>> Backend::ChapOf(const std::string& volume, bool create) {
+  auto c = db_->GetChap(volume);
+  if (!c.ok() || c->has_value() || !create) return c;
+  auto user = RandomHex(6);
+  if (!user.ok()) return user.status();
+  auto secret = RandomHex(16);  // 128 bits; 32 characters (targets take 12..255)
+  if (!secret.ok()) return secret.status();
+  db::ChapRow row{volume, "ferry-" + *user, *secret, NowMs() / 1000};
+  Event e{"chap.set", {}};
+  e.Set("volume", volume).Set("user", row.user).Set("secret", row.secret).Set("created", row.created);
+  FERRY_RETURN_IF_ERROR(log_->Commit(e).status());
+  return std::optional<db::ChapRow>(row);
+}
+
+Result<TargetAccess> Backend::AccessFor(const std::string& volume, const std::string& target,
+                                        const std::string& iqn, const std::string& extra_initiator) {
+  TargetAccess a;
+  auto inis = db_->InitiatorsOn(target, iqn);
+  if (!inis.ok()) return inis.status();
+  a.initiators = *inis;
+  if (!extra_initiator.empty() &&
+      std::find(a.initiators.begin(), a.initiators.end(), extra_initiator) == a.initiators.end())
+    a.initiators.push_back(extra_initiator);
+  auto chap = ChapOf(volume, false);
+  if (!chap.ok()) return chap.status();
+  if (chap->has_value()) {
+    a.chap_user = (*chap)->user;
+    a.chap_secret = (*chap)->secret;
+  }
+  return a;
 }
 
 Result<db::TargetRow> Backend::PickTarget(const std::string& ip_hint, bool strict) {
@@ -408,8 +503,7 @@ Status Backend::RaiseEpoch(const db::VolumeRow& v, int64_t at_least, int64_t* ou
   return Status::Ok();
 }
 
-Result<LunPlacement> Backend::AddLun(const std::string& volume, const std::string& tgt_ip, const std::string& iqn,
-                                     const std::string& initiator) {
+Result<LunPlacement> Backend::AddLun(const std::string& volume, const std::string& tgt_ip, const std::string& iqn) {
   FERRY_RETURN_IF_ERROR(ValidateName("volume", volume));
   if (!tgt_ip.empty() && !IsIp(tgt_ip)) return Status::InvalidArgument("tgt must be an IP address: " + tgt_ip);
   if (!iqn.empty() && !IsIqn(iqn)) return Status::InvalidArgument("malformed iqn: " + iqn);
@@ -419,11 +513,25 @@ Result<LunPlacement> Backend::AddLun(const std::string& volume, const std::strin
   if (v->state != "available") return Status::Conflict("volume " + volume + " is " + v->state);
   auto t = PickTarget(tgt_ip, !tgt_ip.empty());
   if (!t.ok()) return t.status();
-  return AddLunLocked(*v, *t, iqn, initiator);
+  // A new export admits the initiators attached to the volume anywhere (so a
+  // moved LUN keeps its ACL) with the volume's CHAP credentials.
+  TargetAccess access;
+  auto atts = db_->AttachmentsOf(volume);
+  if (!atts.ok()) return atts.status();
+  for (auto& a : *atts)
+    if (!a.initiator.empty() &&
+        std::find(access.initiators.begin(), access.initiators.end(), a.initiator) == access.initiators.end())
+      access.initiators.push_back(a.initiator);
+  auto chap = ChapOf(volume, false);
+  if (!chap.ok()) return chap.status();
+  if (chap->has_value()) access.chap_user = (*chap)->user, access.chap_secret = (*chap)->secret;
+  bool created = false;
+  return AddLunLocked(*v, *t, iqn, access, &created);
 }
 
 Result<LunPlacement> Backend::AddLunLocked(const db::VolumeRow& v, const db::TargetRow& t, const std::string& iqn_in,
-                                           const std::string& initiator) {
+                                           const TargetAccess& access, bool* created_target) {
+  *created_target = false;
   auto existing = db_->LunsOfVolume(v.name);
   if (!existing.ok()) return existing.status();
   for (auto& l : *existing) {
@@ -519,14 +627,12 @@ Result<LunPlacement> Backend::AddLunLocked(const db::VolumeRow& v, const db::Tar
   FERRY_RETURN_IF_ERROR(log_->CommitAll(first_events).status());
   Crash("add_lun.after_intent");
 
-  bool created_target = false;
+  bool created = false;
   if (!target_exists) {
-    std::vector<std::string> inis;
-    if (!initiator.empty()) inis.push_back(initiator);
-    auto r = peers_->TgtCreateTarget(t.admin, iqn, inis);
+    auto r = peers_->TgtCreateTarget(t.admin, iqn, access);
     if (r.ok()) {
       tid = *r;
-      created_target = true;
+      created = true;
     } else if (r.status().code() != Status::Code::kConflict) {
       (void)log_->Commit(Event{"lun.removed", {{"volume", v.name}, {"target", t.ip}}});
       return r.status();
@@ -535,7 +641,7 @@ Result<LunPlacement> Backend::AddLunLocked(const db::VolumeRow& v, const db::Tar
   Crash("add_lun.after_target");
   auto added = peers_->TgtAddLun(t.admin, iqn, spec);
   if (!added.ok()) {
-    if (created_target) (void)peers_->TgtDeleteTarget(t.admin, iqn);
+    if (created) (void)peers_->TgtDeleteTarget(t.admin, iqn);
     (void)log_->Commit(Event{"lun.removed", {{"volume", v.name}, {"target", t.ip}}});
     return added.status();
   }
@@ -551,6 +657,7 @@ Result<LunPlacement> Backend::AddLunLocked(const db::VolumeRow& v, const db::Tar
     done.push_back(Event{"lun.switchable", {{"volume", v.name}, {"target", partner->ip}, {"on", "0"}}});
   }
   FERRY_RETURN_IF_ERROR(log_->CommitAll(done).status());
+  *created_target = created;
   return LunPlacement{t.ip, t.port, iqn, ready.GetInt("lun"), tid, ready.GetInt("epoch"), ready.Get("gateway")};
 }
 
@@ -724,36 +831,78 @@ Status Backend::SetSwitchable(const std::string& volume, bool on) {
 
 // ---- attachments ----
 
-Result<std::vector<LunPlacement>> Backend::Attach(const std::string& volume, const Connector& c) {
+Result<AttachInfo> Backend::Attach(const std::string& volume, const Connector& c) {
   FERRY_RETURN_IF_ERROR(ValidateName("volume", volume));
   std::string host = !c.host.empty() ? c.host : c.initiator;
   if (host.empty()) return Status::InvalidArgument("connector needs \"host\" or \"initiator\"");
   if (!c.ip.empty() && !IsIp(c.ip)) return Status::InvalidArgument("connector ip is not an IP address");
+  if (!c.initiator.empty() && !IsInitiatorName(c.initiator))
+    return Status::InvalidArgument("connector initiator is not an iSCSI name (iqn./eui./naa., up to 223 characters)");
+  if (host.size() > 255) return Status::InvalidArgument("connector host longer than 255 characters");
+  auto guard = locks_.Lock(volume);
   auto v = LoadVolume(volume);
   if (!v.ok()) return v.status();
+  if (v->state != "available") return Status::Conflict("volume " + volume + " is " + v->state);
   auto atts = db_->AttachmentsOf(volume);
   if (!atts.ok()) return atts.status();
-  std::string target_ip;
+  std::optional<db::AttachmentRow> prev;
   for (auto& a : *atts)
-    if (a.host == host) target_ip = a.target;  // safe retry: same target
-  if (target_ip.empty()) {
-    auto t = PickTarget(c.ip, false);
-    if (!t.ok()) return t.status();
-    target_ip = t->ip;
+    if (a.host == host) prev = a;
+  db::TargetRow t;
+  if (prev) {  // safe retry: the same target
+    auto tr = db_->GetTarget(prev->target);
+    if (!tr.ok()) return tr.status();
+    if (!tr->has_value()) return Status::NotFound("target " + prev->target + " of this attachment is gone");
+    if (!(*tr)->online) return Status::Unavailable("target " + prev->target + " is offline");
+    t = **tr;
+  } else {
+    auto picked = PickAttachTarget(c);
+    if (!picked.ok()) return picked.status();
+    t = *picked;
   }
-  auto placed = AddLun(volume, target_ip, "", c.initiator);
+  auto chap = ChapOf(volume, opts_.chap);
+  if (!chap.ok()) return chap.status();
+  std::string iqn = DefaultIqn(volume);
+  auto mine = db_->LunsOfVolume(volume);
+  if (!mine.ok()) return mine.status();
+  for (auto& l : *mine)
+    if (l.target == t.ip) iqn = l.iqn;
+  auto access = AccessFor(volume, t.ip, iqn, c.initiator);
+  if (!access.ok()) return access.status();
+  bool created = false;
+  auto placed = AddLunLocked(*v, t, "", *access, &created);
   if (!placed.ok()) return placed.status();
   Event e{"attachment.added", {}};
-  e.Set("volume", volume).Set("host", host).Set("target", target_ip).Set("initiator", c.initiator)
+  e.Set("volume", volume).Set("host", host).Set("target", t.ip).Set("initiator", c.initiator)
       .Set("connector", c.raw);
   FERRY_RETURN_IF_ERROR(log_->Commit(e).status());
-  return std::vector<LunPlacement>{*placed};
+  if (!created) {
+    // The iSCSI target existed: it must now admit this initiator too, with the
+    // volume's credentials. On failure the attachment is undone (the export stays).
+    auto now = AccessFor(volume, t.ip, placed->iqn, "");
+    Status s = now.status();
+    if (s.ok() && !now->initiators.empty()) s = peers_->TgtSetAcl(t.admin, placed->iqn, now->initiators);
+    if (s.ok() && !now->chap_user.empty())
+      s = peers_->TgtSetChap(t.admin, placed->iqn, now->chap_user, now->chap_secret);
+    if (!s.ok()) {
+      logger_.Warn("access of " + volume + " on " + t.ip + " not applied: " + s.ToString());
+      if (!prev) (void)log_->Commit(Event{"attachment.removed", {{"volume", volume}, {"host", host}}});
+      return s;
+    }
+  }
+  AttachInfo out;
+  out.placements.push_back(*placed);
+  if (chap->has_value()) out.auth_user = (*chap)->user, out.auth_secret = (*chap)->secret;
+  out.discovery_user = opts_.discovery_chap_user;
+  out.discovery_secret = opts_.discovery_chap_secret;
+  return out;
 }
 
 Result<bool> Backend::Detach(const std::string& volume, const Connector& c) {
   FERRY_RETURN_IF_ERROR(ValidateName("volume", volume));
   std::string host = !c.host.empty() ? c.host : c.initiator;
   if (host.empty()) return Status::InvalidArgument("connector needs \"host\" or \"initiator\"");
+  auto guard = locks_.Lock(volume);
   auto v = LoadVolume(volume);
   if (!v.ok()) return v.status();
   auto atts = db_->AttachmentsOf(volume);
@@ -768,9 +917,23 @@ Result<bool> Backend::Detach(const std::string& volume, const Connector& c) {
     ++others;
     if (a.target == mine->target) ++others_on_target;
   }
+  auto luns = db_->LunsOfVolume(volume);
+  if (!luns.ok()) return luns.status();
+  std::optional<db::LunRow> lun;
+  for (auto& l : *luns)
+    if (l.target == mine->target) lun = l;
   if (others_on_target == 0) {
-    Status s = DelLun(volume, mine->target);
-    if (!IgnorableMissing(s)) return s;
+    if (lun) FERRY_RETURN_IF_ERROR(DelLunLocked(*v, *lun));
+  } else if (lun && !mine->initiator.empty()) {
+    // Others stay on this target: only this initiator leaves its ACL (first,
+    // so a failure changes nothing).
+    auto t = db_->GetTarget(mine->target);
+    if (!t.ok()) return t.status();
+    if (t->has_value() && (*t)->online) {
+      auto inis = db_->InitiatorsOn(mine->target, lun->iqn, volume, host);
+      if (!inis.ok()) return inis.status();
+      FERRY_RETURN_IF_ERROR(peers_->TgtSetAcl((*t)->admin, lun->iqn, *inis));
+    }
   }
   FERRY_RETURN_IF_ERROR(log_->Commit(Event{"attachment.removed", {{"volume", volume}, {"host", host}}}).status());
   return others > 0;
@@ -827,8 +990,10 @@ Status Backend::UnregisterGateway(const std::string& spec) {
   return log_->Commit(Event{"gateway.unregistered", {{"addr", addr}}}).status();
 }
 
-Status Backend::RegisterTarget(const std::string& ip, int port, const std::string& admin) {
+Status Backend::RegisterTarget(const std::string& ip, int port, const std::string& admin, const std::string& host) {
   if (!IsIp(ip)) return Status::InvalidArgument("tgt must be the IP of the iSCSI portal");
+  if (!host.empty() && !IsHostName(host))
+    return Status::InvalidArgument("host must be a host name (letters, digits, '.', '-', '_'; up to 253)");
   if (port <= 0 || port > 65535) return Status::InvalidArgument("port out of range");
   auto adm = ParseHostPort(admin);
   if (!adm.ok()) return Status::InvalidArgument("admin must be host:port");
@@ -838,10 +1003,13 @@ Status Backend::RegisterTarget(const std::string& ip, int port, const std::strin
   }
   auto t = db_->GetTarget(ip);
   if (!t.ok()) return t.status();
-  if (!t->has_value() || (*t)->admin != adm->ToString() || (*t)->port != port || !(*t)->online) {
-    logger_.Info("target " + ip + " registered (iscsi port " + std::to_string(port) + ", admin " + admin + ")");
+  if (!t->has_value() || (*t)->admin != adm->ToString() || (*t)->port != port || !(*t)->online ||
+      (!host.empty() && (*t)->host != host)) {
+    logger_.Info("target " + ip + " registered (iscsi port " + std::to_string(port) + ", admin " + admin +
+                 (host.empty() ? "" : ", host " + host) + ")");
     Event e{"target.registered", {}};
     e.Set("ip", ip).Set("port", port).Set("admin", adm->ToString()).Set("at", NowMs());
+    if (!host.empty()) e.Set("host", host);
     return log_->Commit(e).status();
   }
   return Status::Ok();
@@ -1181,7 +1349,10 @@ ReconcileReport Backend::Reconcile() {
         ++rep.fixed;
       } else if (!at_target) {
         // Lost mapping (target lost its state): export it again as the map says.
-        (void)peers_->TgtCreateTarget(t.admin, r.iqn, {});
+        // With the ACL and CHAP the map says (never re-created open).
+        auto access = AccessFor(vol, t.ip, r.iqn, "");
+        if (!access.ok()) { ++rep.skipped; continue; }
+        (void)peers_->TgtCreateTarget(t.admin, r.iqn, *access);
         LunSpec spec;
         spec.volume = vol;
         spec.lun = r.lun;

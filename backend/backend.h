@@ -34,6 +34,14 @@ struct BackendOptions {
   std::chrono::milliseconds heartbeat_period{5000};  // peers beat this often
   int64_t capacity_bytes = 0;                      // 0 = not limited ("infinite")
   std::string crash_at;                            // test hook: _exit(9) at this point
+  // Attachments get one-way CHAP credentials (generated per volume, kept in
+  // the map, pushed to the target before the connection info is returned).
+  bool chap = true;
+  // Discovery CHAP the targets were started with (--discovery-chap-user/-secret);
+  // reported to os-brick only. Empty = discovery without CHAP.
+  std::string discovery_chap_user, discovery_chap_secret;
+  // Connector host name -> target IP, for targets that do not report a host.
+  std::map<std::string, std::string> target_hosts;
 };
 
 // Serialises work per key (volume name) without one global lock.
@@ -72,6 +80,14 @@ struct LunPlacement {
   int64_t tid = 0;
   int64_t epoch = 0;
   std::string gateway;
+};
+
+// What an attachment gives the initiator: where to log in, and how.
+struct AttachInfo {
+  std::vector<LunPlacement> placements;
+  std::string auth_user, auth_secret;            // "" = no CHAP
+  std::string discovery_user, discovery_secret;  // "" = no discovery CHAP
+  const LunPlacement& operator[](size_t i) const { return placements[i]; }
 };
 
 struct Connector {
@@ -122,8 +138,9 @@ class Backend {
   Status RevertVolume(const std::string& volume, const std::string& snap);
 
   // LUNs (the compatibility API's add_lun & co).
-  Result<LunPlacement> AddLun(const std::string& volume, const std::string& tgt_ip, const std::string& iqn,
-                              const std::string& initiator = "");
+  // The new iSCSI target admits the volume's attached initiators (open when
+  // it has none) with the volume's CHAP credentials, if it has any.
+  Result<LunPlacement> AddLun(const std::string& volume, const std::string& tgt_ip, const std::string& iqn);
   Status DelLun(const std::string& volume, const std::string& tgt_ip);
   Result<int64_t> LunCapacity(const std::string& volume);
   Status DelIqn(const std::string& iqn);
@@ -132,13 +149,19 @@ class Backend {
   Status SetSwitchable(const std::string& volume, bool on);
 
   // Attachments (v1 API for Cinder).
-  Result<std::vector<LunPlacement>> Attach(const std::string& volume, const Connector& c);
+  // The target is the one whose IP is the connector's `ip`, else the one on
+  // the connector's `host` (reported at registration or configured), else the
+  // least loaded. The connector's initiator is added to that target's ACL
+  // (and removed again by Detach); with CHAP on, the credentials are set on
+  // the target before this returns.
+  Result<AttachInfo> Attach(const std::string& volume, const Connector& c);
   Result<bool> Detach(const std::string& volume, const Connector& c);  // -> shared
 
   // Registry.
   Status RegisterGateway(const std::string& spec);  // "ip:nbd:admin"
   Status UnregisterGateway(const std::string& addr_or_spec);
-  Status RegisterTarget(const std::string& ip, int port, const std::string& admin);
+  // host: the host name the target runs on ("" = keep the one known).
+  Status RegisterTarget(const std::string& ip, int port, const std::string& admin, const std::string& host = "");
   // Marks peers whose beats stopped as offline. Called periodically.
   void CheckHeartbeats();
 
@@ -171,11 +194,20 @@ class Backend {
   Result<Peer> GatewayFor(const db::VolumeRow& v);  // an online gateway for volume ops
   Result<std::vector<db::GatewayRow>> OnlineGateways();
   Result<db::TargetRow> PickTarget(const std::string& ip_hint, bool strict);
+  Result<db::TargetRow> PickAttachTarget(const Connector& c);
+  // The volume's CHAP credentials; generated and stored when missing and
+  // `create` (caller holds the volume's lock).
+  Result<std::optional<db::ChapRow>> ChapOf(const std::string& volume, bool create);
+  // ACL + CHAP an export of `volume` through `iqn` on `target` should have.
+  Result<TargetAccess> AccessFor(const std::string& volume, const std::string& target, const std::string& iqn,
+                                 const std::string& extra_initiator);
   Result<std::string> PlaceGateway();
   std::string DefaultIqn(const std::string& volume) const;
   Result<db::VolumeRow> LoadVolume(const std::string& name);
+  // access: ACL/CHAP for the iSCSI target when this call creates it
+  // (*created_target tells whether it did).
   Result<LunPlacement> AddLunLocked(const db::VolumeRow& v, const db::TargetRow& t, const std::string& iqn,
-                                    const std::string& initiator);
+                                    const TargetAccess& access, bool* created_target);
   Status DelLunLocked(const db::VolumeRow& v, const db::LunRow& row);
   Status RaiseEpoch(const db::VolumeRow& v, int64_t at_least, int64_t* out);
   void Crash(const std::string& point) const;

@@ -58,7 +58,7 @@ Status ApplyEvent(db::Txn& t, const Event& e) {
   if (ty == "snapshot.deleted") return t.DeleteSnapshot(e.Get("volume"), e.Get("name"));
   if (ty == "target.registered")
     return t.PutTarget({e.Get("ip"), static_cast<int>(e.GetInt("port")), e.Get("admin"), true,
-                        e.GetInt("at")});
+                        e.GetInt("at"), e.Get("host")});
   if (ty == "target.online" || ty == "target.offline")
     return t.SetTargetOnline(e.Get("ip"), ty == "target.online", e.GetInt("at"));
   if (ty == "gateway.registered") return t.PutGateway({e.Get("addr"), e.Get("admin"), true, e.GetInt("at")});
@@ -85,6 +85,7 @@ Status ApplyEvent(db::Txn& t, const Event& e) {
     return t.PutAttachment({e.Get("volume"), e.Get("host"), e.Get("target"), e.Get("initiator"),
                             e.Get("connector")});
   if (ty == "attachment.removed") return t.DeleteAttachment(e.Get("volume"), e.Get("host"));
+  if (ty == "chap.set") return t.PutChap({e.Get("volume"), e.Get("user"), e.Get("secret"), e.GetInt("created")});
   if (ty == "setting.set") return t.PutSetting(e.Get("target"), e.Get("key"), e.Get("value"));
   if (ty == "setting.deleted") return t.DeleteSetting(e.Get("target"), e.Get("key"));
   return Status::InvalidArgument("unknown event type " + ty);

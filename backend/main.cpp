@@ -33,6 +33,9 @@ const char* kUsage = R"(usage: ferry-backend [--config FILE] [flags]
   --reconcile-interval S  seconds between reconciler runs (default 30; 0 = only at start)
   --peer-timeout-ms N     timeout of calls to targets/gateways (default 10000)
   --capacity-gb N         capacity reported to Cinder (0 = infinite)
+  --chap on|off           attachments get generated CHAP credentials (default on)
+  --discovery-chap-user U --discovery-chap-secret S   discovery CHAP the targets use (reported to os-brick)
+  --target-hosts H=IP,... connector host name -> target IP, for targets that do not report their host
   --log-level L           debug|info|warn|error
 )";
 
@@ -50,7 +53,8 @@ int main(int argc, char** argv) {
   Status st = cfg.ParseArgs(argc, argv, "backend",
                             {"db", "listen", "token", "tls-cert", "tls-key", "kafka-brokers", "kafka-topic",
                              "http-threads", "http-queue", "iqn-prefix", "heartbeat-miss", "heartbeat-period-ms",
-                             "reconcile-interval", "peer-timeout-ms", "capacity-gb", "log-level", "crash-at"});
+                             "reconcile-interval", "peer-timeout-ms", "capacity-gb", "log-level", "crash-at", "chap",
+                             "discovery-chap-user", "discovery-chap-secret", "target-hosts"});
   if (!st.ok()) {
     std::cerr << "ferry-backend: " << st.message() << "\n" << kUsage;
     return 2;
@@ -106,6 +110,41 @@ int main(int argc, char** argv) {
   bo.heartbeat_period = std::chrono::milliseconds(num("heartbeat_period_ms", 5000, 50, 3600000));
   bo.capacity_bytes = num("capacity_gb", 0, 0, 1LL << 30) << 30;
   bo.crash_at = cfg.Get("backend", "crash_at", "");
+  {
+    std::string chap = cfg.Get("backend", "chap", "on");
+    if (chap == "on" || chap == "true" || chap == "yes" || chap == "1") {
+      bo.chap = true;
+    } else if (chap == "off" || chap == "false" || chap == "no" || chap == "0") {
+      bo.chap = false;
+    } else {
+      std::cerr << "ferry-backend: --chap must be on or off\n";
+      return 2;
+    }
+  }
+  bo.discovery_chap_user = cfg.Get("backend", "discovery_chap_user", "");
+  bo.discovery_chap_secret = cfg.Get("backend", "discovery_chap_secret", "");
+  if (bo.discovery_chap_user.empty() != bo.discovery_chap_secret.empty()) {
+    std::cerr << "ferry-backend: --discovery-chap-user and --discovery-chap-secret go together\n";
+    return 2;
+  }
+  {
+    std::string spec = cfg.Get("backend", "target_hosts", "");
+    size_t pos = 0;
+    while (pos < spec.size()) {
+      size_t comma = spec.find(',', pos);
+      std::string item = spec.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+      pos = comma == std::string::npos ? spec.size() : comma + 1;
+      while (!item.empty() && item.front() == ' ') item.erase(0, 1);
+      while (!item.empty() && item.back() == ' ') item.pop_back();
+      if (item.empty()) continue;
+      size_t eq = item.find('=');
+      if (eq == std::string::npos || eq == 0 || eq + 1 == item.size()) {
+        std::cerr << "ferry-backend: --target-hosts wants HOST=IP[,HOST=IP...], got '" << item << "'\n";
+        return 2;
+      }
+      bo.target_hosts[item.substr(0, eq)] = item.substr(eq + 1);
+    }
+  }
   backend::Backend be(db->get(), &events, &peers, bo, log.Child("orchestration"));
 
   HttpServer::Options ho;

@@ -110,25 +110,49 @@ Result<int64_t> HttpPeerApi::GwFence(const std::string& admin, const std::string
   return IntOr(*o, "epoch", epoch);
 }
 
+namespace {
+JObj AclJson(const std::vector<std::string>& initiators) {
+  JObj acl = NewObj();
+  JArr ini = NewArr();
+  for (const auto& i : initiators) ini->add(i);
+  acl->set("initiators", ini);
+  acl->set("addresses", NewArr());
+  return acl;
+}
+JObj ChapJson(const std::string& user, const std::string& secret) {
+  JObj c = NewObj();
+  if (!user.empty()) {
+    c->set("user", user);
+    c->set("secret", secret);
+  }
+  return c;
+}
+}  // namespace
+
 Result<int64_t> HttpPeerApi::TgtCreateTarget(const std::string& admin, const std::string& iqn,
-                                             const std::vector<std::string>& initiators) {
+                                             const TargetAccess& access) {
   JObj b = NewObj();
   b->set("iqn", iqn);
-  if (initiators.empty()) {
+  if (access.initiators.empty())
     b->set("open", true);
-  } else {
-    JObj acl = NewObj();
-    JArr ini = NewArr();
-    for (const auto& i : initiators) ini->add(i);
-    acl->set("initiators", ini);
-    acl->set("addresses", NewArr());
-    b->set("acl", acl);
-  }
+  else
+    b->set("acl", AclJson(access.initiators));
+  if (!access.chap_user.empty()) b->set("chap", ChapJson(access.chap_user, access.chap_secret));
   auto r = Call("POST", admin, "/v1/targets", Render(b));
   if (!r.ok()) return r.status();
   auto o = ParseObject(*r);
   if (!o.ok()) return Status::Unavailable("target sent bad reply to create");
   return IntOr(*o, "tid");
+}
+
+Status HttpPeerApi::TgtSetAcl(const std::string& admin, const std::string& iqn,
+                              const std::vector<std::string>& initiators) {
+  return Call("PUT", admin, "/v1/targets/" + Enc(iqn) + "/acl", Render(AclJson(initiators))).status();
+}
+
+Status HttpPeerApi::TgtSetChap(const std::string& admin, const std::string& iqn, const std::string& user,
+                               const std::string& secret) {
+  return Call("PUT", admin, "/v1/targets/" + Enc(iqn) + "/chap", Render(ChapJson(user, secret))).status();
 }
 
 Status HttpPeerApi::TgtDeleteTarget(const std::string& admin, const std::string& iqn) {

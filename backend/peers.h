@@ -48,6 +48,14 @@ struct LunInfo {
   std::string current;
 };
 
+// Who may log in to an iSCSI target: initiator names (empty = the target is
+// created "open", which a target honours only with --demo-open, from
+// loopback) and one-way CHAP (empty user = no CHAP).
+struct TargetAccess {
+  std::vector<std::string> initiators;
+  std::string chap_user, chap_secret;
+};
+
 // One row of a target's GET /v1/status.
 struct TargetVolumeStatus {
   std::string volume, iqn, preferred, current;
@@ -70,7 +78,12 @@ class PeerApi {
   virtual Result<int64_t> GwFence(const std::string& admin, const std::string& vol, int64_t epoch) = 0;
   // Targets: `admin` is "host:adminport".
   virtual Result<int64_t> TgtCreateTarget(const std::string& admin, const std::string& iqn,
-                                          const std::vector<std::string>& initiators) = 0;
+                                          const TargetAccess& access) = 0;
+  // Replace an existing target's ACL (initiator names) / CHAP (empty user = off).
+  virtual Status TgtSetAcl(const std::string& admin, const std::string& iqn,
+                           const std::vector<std::string>& initiators) = 0;
+  virtual Status TgtSetChap(const std::string& admin, const std::string& iqn, const std::string& user,
+                            const std::string& secret) = 0;
   virtual Status TgtDeleteTarget(const std::string& admin, const std::string& iqn) = 0;
   virtual Result<LunInfo> TgtAddLun(const std::string& admin, const std::string& iqn, const LunSpec& s) = 0;
   virtual Status TgtDeleteLun(const std::string& admin, const std::string& iqn, int64_t lun) = 0;
@@ -99,7 +112,11 @@ class HttpPeerApi : public PeerApi {
   Status GwRevert(const std::string& admin, const std::string& vol, const std::string& snap) override;
   Result<int64_t> GwFence(const std::string& admin, const std::string& vol, int64_t epoch) override;
   Result<int64_t> TgtCreateTarget(const std::string& admin, const std::string& iqn,
-                                  const std::vector<std::string>& initiators) override;
+                                  const TargetAccess& access) override;
+  Status TgtSetAcl(const std::string& admin, const std::string& iqn,
+                   const std::vector<std::string>& initiators) override;
+  Status TgtSetChap(const std::string& admin, const std::string& iqn, const std::string& user,
+                    const std::string& secret) override;
   Status TgtDeleteTarget(const std::string& admin, const std::string& iqn) override;
   Result<LunInfo> TgtAddLun(const std::string& admin, const std::string& iqn, const LunSpec& s) override;
   Status TgtDeleteLun(const std::string& admin, const std::string& iqn, int64_t lun) override;

@@ -75,6 +75,17 @@ CREATE TABLE events(
   sent INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX events_unsent ON events(seq) WHERE sent = 0;
 )sql",
+    // 4: the host name a target runs on (attachment placement by connector
+    // host), CHAP credentials per volume, attachments looked up by target.
+    R"sql(
+ALTER TABLE targets ADD COLUMN host TEXT NOT NULL DEFAULT '';
+CREATE TABLE chap(
+  volume TEXT PRIMARY KEY REFERENCES volumes(name) ON DELETE CASCADE,
+  user TEXT NOT NULL,
+  secret TEXT NOT NULL,
+  created INTEGER NOT NULL);
+CREATE INDEX attachments_target ON attachments(target);
+)sql",
 };
 static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) == kSchemaVersion);
 
@@ -334,10 +345,13 @@ Status Txn::DeleteSnapshot(const std::string& volume, const std::string& name) {
   return Exec("DELETE FROM snapshots WHERE volume=? AND name=?", {volume, name}, true);
 }
 Status Txn::PutTarget(const TargetRow& t) {
-  return Exec("INSERT INTO targets(ip,port,admin,online,last_seen) VALUES(?,?,?,?,?) "
+  // A registration that does not name the host keeps the one known.
+  return Exec("INSERT INTO targets(ip,port,admin,online,last_seen,host) VALUES(?,?,?,?,?,?) "
               "ON CONFLICT(ip) DO UPDATE SET port=excluded.port, admin=excluded.admin, "
-              "online=excluded.online, last_seen=excluded.last_seen",
-              {t.ip, static_cast<int64_t>(t.port), t.admin, static_cast<int64_t>(t.online), t.last_seen});
+              "online=excluded.online, last_seen=excluded.last_seen, "
+              "host=CASE WHEN excluded.host<>'' THEN excluded.host ELSE targets.host END",
+              {t.ip, static_cast<int64_t>(t.port), t.admin, static_cast<int64_t>(t.online), t.last_seen,
+               t.host});
 }
 Status Txn::SetTargetOnline(const std::string& ip, bool online, int64_t last_seen) {
   return Exec("UPDATE targets SET online=?, last_seen=? WHERE ip=?",
@@ -379,6 +393,10 @@ Status Txn::PutAttachment(const AttachmentRow& a) {
 }
 Status Txn::DeleteAttachment(const std::string& volume, const std::string& host) {
   return Exec("DELETE FROM attachments WHERE volume=? AND host=?", {volume, host}, true);
+}
+Status Txn::PutChap(const ChapRow& c) {
+  return Exec("INSERT OR REPLACE INTO chap(volume,user,secret,created) VALUES(?,?,?,?)",
+              {c.volume, c.user, c.secret, c.created});
 }
 Status Txn::PutSetting(const std::string& target, const std::string& key, const std::string& value) {
   return Exec("INSERT OR REPLACE INTO settings(target,key,value) VALUES(?,?,?)", {target, key, value});
@@ -458,16 +476,16 @@ Result<std::vector<SnapshotRow>> Database::ListSnapshots(const std::string& volu
 }
 Result<std::optional<TargetRow>> Database::GetTarget(const std::string& ip) {
   std::optional<TargetRow> out;
-  FERRY_QUERY("SELECT ip,port,admin,online,last_seen FROM targets WHERE ip=?", std::vector<Arg>{ip},
+  FERRY_QUERY("SELECT ip,port,admin,online,last_seen,host FROM targets WHERE ip=?", std::vector<Arg>{ip},
               (out = TargetRow{Col(st, 0), static_cast<int>(ColI(st, 1)), Col(st, 2), ColI(st, 3) != 0,
-                               ColI(st, 4)}));
+                               ColI(st, 4), Col(st, 5)}));
   return out;
 }
 Result<std::vector<TargetRow>> Database::ListTargets() {
   std::vector<TargetRow> out;
-  FERRY_QUERY("SELECT ip,port,admin,online,last_seen FROM targets ORDER BY ip", std::vector<Arg>{},
+  FERRY_QUERY("SELECT ip,port,admin,online,last_seen,host FROM targets ORDER BY ip", std::vector<Arg>{},
               out.push_back(TargetRow{Col(st, 0), static_cast<int>(ColI(st, 1)), Col(st, 2),
-                                      ColI(st, 3) != 0, ColI(st, 4)}));
+                                      ColI(st, 3) != 0, ColI(st, 4), Col(st, 5)}));
   return out;
 }
 Result<std::optional<GatewayRow>> Database::GetGateway(const std::string& addr) {
@@ -536,6 +554,23 @@ Result<std::vector<AttachmentRow>> Database::AttachmentsOf(const std::string& vo
               "ORDER BY host",
               std::vector<Arg>{volume},
               out.push_back({Col(st, 0), Col(st, 1), Col(st, 2), Col(st, 3), Col(st, 4)}));
+  return out;
+}
+Result<std::vector<std::string>> Database::InitiatorsOn(const std::string& target, const std::string& iqn,
+                                                      const std::string& exclude_volume,
+                                                      const std::string& exclude_host) {
+  std::vector<std::string> out;
+  FERRY_QUERY("SELECT DISTINCT a.initiator FROM attachments a JOIN luns l "
+              "ON l.volume=a.volume AND l.target=a.target "
+              "WHERE a.target=? AND l.iqn=? AND a.initiator<>'' AND NOT (a.volume=? AND a.host=?) "
+              "ORDER BY a.initiator",
+              (std::vector<Arg>{target, iqn, exclude_volume, exclude_host}), out.push_back(Col(st, 0)));
+  return out;
+}
+Result<std::optional<ChapRow>> Database::GetChap(const std::string& volume) {
+  std::optional<ChapRow> out;
+  FERRY_QUERY("SELECT volume,user,secret,created FROM chap WHERE volume=?", std::vector<Arg>{volume},
+              (out = ChapRow{Col(st, 0), Col(st, 1), Col(st, 2), ColI(st, 3)}));
   return out;
 }
 Result<std::optional<std::string>> Database::GetSetting(const std::string& target, const std::string& key) {

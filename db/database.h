@@ -29,7 +29,7 @@ struct sqlite3_stmt;
 namespace ferry::db {
 
 // Latest schema version this code writes. Migrations 1..kSchemaVersion.
-inline constexpr int kSchemaVersion = 3;
+inline constexpr int kSchemaVersion = 4;
 
 struct VolumeRow {
   std::string name;
@@ -54,6 +54,7 @@ struct TargetRow {
   std::string admin;    // "host:port" of its admin API
   bool online = false;
   int64_t last_seen = 0;  // unix ms of the last heartbeat
+  std::string host;       // host name it runs on ("" = not reported): attachment placement
 };
 
 struct GatewayRow {
@@ -81,6 +82,15 @@ struct AttachmentRow {
   std::string target;      // target ip serving it
   std::string initiator;   // initiator IQN
   std::string connector;   // the connector JSON as given
+};
+
+// CHAP credentials the backend generated for one volume's exports (one-way
+// CHAP, os-brick's auth_username/auth_password).
+struct ChapRow {
+  std::string volume;
+  std::string user;
+  std::string secret;
+  int64_t created = 0;  // unix seconds
 };
 
 struct EventRow {
@@ -126,6 +136,8 @@ class Txn {
 
   Status PutAttachment(const AttachmentRow& a);
   Status DeleteAttachment(const std::string& volume, const std::string& host);
+
+  Status PutChap(const ChapRow& c);  // insert or replace
 
   // target "" = applies to every target.
   Status PutSetting(const std::string& target, const std::string& key, const std::string& value);
@@ -181,6 +193,13 @@ class Database {
   Result<std::map<std::string, int64_t>> ExportedVolumeCountByGateway();
   Result<std::vector<AttachmentRow>> AttachmentsOf(const std::string& volume);
   Result<std::vector<AttachmentRow>> AttachmentsOnTarget(const std::string& volume, const std::string& target);
+  // Distinct non-empty initiator names of the attachments served on `target`
+  // through the iSCSI target `iqn` (the ACL that target should have).
+  // exclude_volume/exclude_host leave one attachment out (the one leaving).
+  Result<std::vector<std::string>> InitiatorsOn(const std::string& target, const std::string& iqn,
+                                                const std::string& exclude_volume = "",
+                                                const std::string& exclude_host = "");
+  Result<std::optional<ChapRow>> GetChap(const std::string& volume);
   Result<std::optional<std::string>> GetSetting(const std::string& target, const std::string& key);
   Result<std::map<std::string, std::string>> SettingsOf(const std::string& target);
   Result<std::vector<EventRow>> EventsAfter(int64_t seq, int limit);

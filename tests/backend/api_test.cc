@@ -130,6 +130,22 @@ TEST_F(ApiTest, AttachmentsGiveOsBrickConnectionInfo) {
   EXPECT_EQ(StrOr(d, "target_iqn"), "iqn.2026-11.io.ferry:v");
   EXPECT_EQ(IntOr(d, "target_lun"), 1);
   EXPECT_EQ(d->getArray("target_portals")->size(), 1u);
+  // CHAP (on by default): os-brick's fields, the same secret the target was given.
+  EXPECT_EQ(StrOr(d, "auth_method"), "CHAP");
+  std::string user = StrOr(d, "auth_username"), pass = StrOr(d, "auth_password");
+  EXPECT_EQ(pass.size(), 32u);
+  EXPECT_EQ(peers_.tgts["127.0.0.2:8890"].access["iqn.2026-11.io.ferry:v"].chap_user, user);
+  EXPECT_EQ(peers_.tgts["127.0.0.2:8890"].access["iqn.2026-11.io.ferry:v"].chap_secret, pass);
+  EXPECT_FALSE(d->has("discovery_auth_method"));
+  // The secret is in the map but never in the read-only event view.
+  std::string events = Call("GET", "/v1/events", "", false).body;
+  EXPECT_NE(events.find("chap.set"), std::string::npos);
+  EXPECT_EQ(events.find(pass), std::string::npos) << events;
+  EXPECT_NE(events.find("(redacted)"), std::string::npos);
+  // Not an iSCSI name: refused, nothing attached.
+  EXPECT_EQ(Call("POST", "/v1/volumes/v/attachments", R"({"connector":{"host":"h2","initiator":"bad name"}})").status,
+            400);
+  EXPECT_EQ(db_->AttachmentsOf("v")->size(), 1u);
   r = Call("DELETE", "/v1/volumes/v/attachments", R"({"connector":{"host":"h1"}})");
   ASSERT_EQ(r.status, 200) << r.body;
   EXPECT_FALSE(Obj(r)->getValue<bool>("shared"));

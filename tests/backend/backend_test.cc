@@ -276,6 +276,133 @@ TEST_F(BackendTest, AttachPicksTargetByConnectorIpAndReportsShared) {
   EXPECT_EQ(be_->DeleteVolume("vm").code(), Status::Code::kNotFound);
 }
 
+TEST_F(BackendTest, AttachGeneratesChapOncePerVolumeAndSetsItOnTheTarget) {
+  Cluster();
+  ASSERT_TRUE(be_->CreateVolume("vm", kGiB, "", "").ok());
+  Connector a{"127.0.0.2", "hostA", "iqn.x:a", "{}"};
+  auto p = be_->Attach("vm", a);
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  EXPECT_EQ(p->auth_user.rfind("ferry-", 0), 0u);
+  EXPECT_EQ(p->auth_secret.size(), 32u);
+  const auto& acc = peers_.tgts["127.0.0.2:8890"].access["iqn.2026-11.io.ferry:vm"];
+  EXPECT_EQ(acc.chap_user, p->auth_user);
+  EXPECT_EQ(acc.chap_secret, p->auth_secret);
+  EXPECT_EQ(acc.initiators, std::vector<std::string>{"iqn.x:a"});
+  EXPECT_EQ(Val(db_->GetChap("vm"))->secret, p->auth_secret);
+  // A retry and a second host get the same credentials; another volume others.
+  auto again = be_->Attach("vm", a);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->auth_secret, p->auth_secret);
+  ASSERT_TRUE(be_->CreateVolume("vm2", kGiB, "", "").ok());
+  auto q = be_->Attach("vm2", a);
+  ASSERT_TRUE(q.ok());
+  EXPECT_NE(q->auth_secret, p->auth_secret);
+  EXPECT_NE(q->auth_user, p->auth_user);
+  // mov_lun keeps ACL and CHAP on the new target.
+  ASSERT_TRUE(be_->MoveLun("vm", "127.0.0.3").ok());
+  const auto& moved = peers_.tgts["127.0.0.3:8890"].access["iqn.2026-11.io.ferry:vm"];
+  EXPECT_EQ(moved.chap_secret, p->auth_secret);
+  EXPECT_EQ(moved.initiators, std::vector<std::string>{"iqn.x:a"});
+}
+
+TEST_F(BackendTest, ChapOffGivesNoCredentialsAndDiscoveryChapIsReported) {
+  BackendOptions o;
+  o.chap = false;
+  o.discovery_chap_user = "disc";
+  o.discovery_chap_secret = "disc-secret-123";
+  Reopen(o);
+  Cluster();
+  ASSERT_TRUE(be_->CreateVolume("vm", kGiB, "", "").ok());
+  auto p = be_->Attach("vm", Connector{"127.0.0.2", "hostA", "iqn.x:a", "{}"});
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(p->auth_user, "");
+  EXPECT_EQ(p->discovery_user, "disc");
+  EXPECT_EQ(p->discovery_secret, "disc-secret-123");
+  EXPECT_EQ(peers_.tgts["127.0.0.2:8890"].access["iqn.2026-11.io.ferry:vm"].chap_user, "");
+  EXPECT_FALSE(Val(db_->GetChap("vm")).has_value());
+}
+
+TEST_F(BackendTest, AclAdmitsEveryInitiatorAttachedOnTheTargetAndDetachRemovesOnlyOne) {
+  Cluster();
+  ASSERT_TRUE(be_->CreateVolume("vm", kGiB, "", "").ok());
+  const std::string iqn = "iqn.2026-11.io.ferry:vm";
+  auto& tgt = peers_.tgts["127.0.0.2:8890"];
+  ASSERT_TRUE(be_->Attach("vm", Connector{"127.0.0.2", "hostA", "iqn.x:a", "{}"}).ok());
+  auto b = be_->Attach("vm", Connector{"127.0.0.2", "hostB", "iqn.x:b", "{}"});
+  ASSERT_TRUE(b.ok()) << b.status().ToString();
+  EXPECT_EQ((*b)[0].ip, "127.0.0.2");
+  EXPECT_EQ(tgt.access[iqn].initiators, (std::vector<std::string>{"iqn.x:a", "iqn.x:b"}));
+  EXPECT_EQ(tgt.access[iqn].chap_secret, b->auth_secret);
+  EXPECT_EQ(peers_.Count("tgt.create"), 1);
+  // The ACL push fails: the attachment is undone, the ACL unchanged.
+  peers_.fail_next = "tgt.acl";
+  EXPECT_EQ(be_->Attach("vm", Connector{"127.0.0.2", "hostC", "iqn.x:c", "{}"}).status().code(),
+            Status::Code::kUnavailable);
+  EXPECT_EQ(db_->AttachmentsOf("vm")->size(), 2u);
+  EXPECT_EQ(tgt.access[iqn].initiators, (std::vector<std::string>{"iqn.x:a", "iqn.x:b"}));
+  // Detaching A leaves B admitted and the LUN in place.
+  auto s = be_->Detach("vm", Connector{"", "hostA", "", "{}"});
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  EXPECT_TRUE(*s);
+  EXPECT_EQ(tgt.access[iqn].initiators, std::vector<std::string>{"iqn.x:b"});
+  EXPECT_EQ(db_->LunsOfVolume("vm")->size(), 1u);
+  // A failed ACL push on detach changes nothing.
+  peers_.fail_next = "tgt.acl";
+  ASSERT_TRUE(be_->Attach("vm", Connector{"127.0.0.2", "hostC", "iqn.x:c", "{}"}).status().code() ==
+              Status::Code::kUnavailable);
+  ASSERT_TRUE(be_->Attach("vm", Connector{"127.0.0.2", "hostC", "iqn.x:c", "{}"}).ok());
+  peers_.fail_next = "tgt.acl";
+  EXPECT_FALSE(be_->Detach("vm", Connector{"", "hostC", "", "{}"}).ok());
+  EXPECT_EQ(db_->AttachmentsOf("vm")->size(), 2u);
+  EXPECT_EQ(tgt.access[iqn].initiators, (std::vector<std::string>{"iqn.x:b", "iqn.x:c"}));
+  ASSERT_TRUE(be_->Detach("vm", Connector{"", "hostC", "", "{}"}).ok());
+  // The last one removes the export.
+  s = be_->Detach("vm", Connector{"", "hostB", "", "{}"});
+  ASSERT_TRUE(s.ok());
+  EXPECT_FALSE(*s);
+  EXPECT_TRUE(db_->LunsOfVolume("vm")->empty());
+  EXPECT_EQ(tgt.tids.count(iqn), 0u);
+}
+
+TEST_F(BackendTest, AttachPlacementByIpThenHostThenLoad) {
+  BackendOptions o;
+  o.target_hosts = {{"compute3", "127.0.0.3"}};
+  Reopen(o);
+  Cluster();
+  ASSERT_TRUE(be_->RegisterTarget("127.0.0.4", 3260, "127.0.0.4:8890", "Compute4.example").ok());
+  EXPECT_EQ(Val(db_->GetTarget("127.0.0.4"))->host, "Compute4.example");
+  // A beat without host keeps the host; a bad host is refused.
+  ASSERT_TRUE(be_->RegisterTarget("127.0.0.4", 3260, "127.0.0.4:8890").ok());
+  EXPECT_EQ(Val(db_->GetTarget("127.0.0.4"))->host, "Compute4.example");
+  EXPECT_EQ(be_->RegisterTarget("127.0.0.4", 3260, "127.0.0.4:8890", "bad host").code(),
+            Status::Code::kInvalidArgument);
+  for (const char* n : {"v1", "v2", "v3", "v4", "v5"}) ASSERT_TRUE(be_->CreateVolume(n, kGiB, "", "").ok());
+  // 1. ip wins over host.
+  auto p = be_->Attach("v1", Connector{"127.0.0.2", "compute4.example", "iqn.x:a", "{}"});
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ((*p)[0].ip, "127.0.0.2");
+  // 2. host as the target reported it (case-insensitive), and as configured.
+  p = be_->Attach("v2", Connector{"10.9.9.9", "compute4.EXAMPLE", "iqn.x:a", "{}"});
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ((*p)[0].ip, "127.0.0.4");
+  p = be_->Attach("v3", Connector{"", "compute3", "iqn.x:a", "{}"});
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ((*p)[0].ip, "127.0.0.3");
+  // 3. neither: the least loaded (.2 and .3 and .4 have one each; .2 gets a second by add_lun).
+  ASSERT_TRUE(be_->AddLun("v5", "127.0.0.2", "").ok());
+  ASSERT_TRUE(be_->CreateVolume("v6", kGiB, "", "").ok());
+  ASSERT_TRUE(be_->AddLun("v6", "127.0.0.4", "").ok());
+  p = be_->Attach("v4", Connector{"10.9.9.9", "elsewhere", "iqn.x:a", "{}"});
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ((*p)[0].ip, "127.0.0.3");
+  // The host's target offline: refused, not silently placed elsewhere.
+  Offline("127.0.0.4");
+  ASSERT_TRUE(be_->CreateVolume("v7", kGiB, "", "").ok());
+  EXPECT_EQ(be_->Attach("v7", Connector{"", "compute4.example", "iqn.x:a", "{}"}).status().code(),
+            Status::Code::kUnavailable);
+  EXPECT_TRUE(db_->AttachmentsOf("v7")->empty());
+}
+
 TEST_F(BackendTest, MoveLunIsAddThenDelete) {
   Cluster();
   ASSERT_TRUE(be_->CreateVolume("v", kGiB, "", "").ok());

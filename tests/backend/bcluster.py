@@ -111,9 +111,9 @@ class Gateway:
 
 
 class Target:
-    def __init__(self, procs, state_dir, name, ip, backend_url):
+    def __init__(self, procs, state_dir, name, ip, backend_url, demo_open=True):
         self.procs, self.state_dir, self.name, self.ip = procs, state_dir, name, ip
-        self.backend_url = backend_url
+        self.backend_url, self.demo_open = backend_url, demo_open
         self.iscsi_port = free_port(ip)
         self.admin_port = free_port(ip)
         self.proc = None
@@ -131,7 +131,8 @@ class Target:
         self.proc = self.procs.start(self.name, [
             binary("ferry-target"), "--state-dir", self.state_dir, "--iscsi-listen", self.portal,
             "--admin-listen", f"{self.ip}:{self.admin_port}", "--token", TOKEN,
-            "--backend", self.backend_url, "--heartbeat-ms", "300", "--demo-open", "--log-level", "info"])
+            "--backend", self.backend_url, "--heartbeat-ms", "300",
+            *(["--demo-open"] if self.demo_open else []), "--log-level", "info"])
         wait_port(self.ip, self.admin_port, timeout=20)
         return self
 

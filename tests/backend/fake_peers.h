@@ -22,6 +22,7 @@ class FakePeers : public PeerApi {
   };
   struct Tgt {
     std::map<std::string, int64_t> tids;                    // iqn -> tid
+    std::map<std::string, TargetAccess> access;             // iqn -> ACL + CHAP
     std::map<std::string, std::map<int64_t, Lun>> luns;     // iqn -> lun -> spec
     std::map<std::string, int64_t> timeouts;
     std::string fixed;
@@ -124,13 +125,33 @@ class FakePeers : public PeerApi {
     return vols[v].epoch;
   }
   Result<int64_t> TgtCreateTarget(const std::string& a, const std::string& iqn,
-                                  const std::vector<std::string>&) override {
+                                  const TargetAccess& access) override {
     std::lock_guard<std::mutex> lk(mu);
     FERRY_RETURN_IF_ERROR(Gate("tgt.create", a, iqn));
     auto& t = tgts[a];
     if (t.tids.count(iqn)) return Status::Conflict("exists");
     t.tids[iqn] = t.next_tid++;
+    t.access[iqn] = access;
     return t.tids[iqn];
+  }
+  Status TgtSetAcl(const std::string& a, const std::string& iqn,
+                   const std::vector<std::string>& initiators) override {
+    std::lock_guard<std::mutex> lk(mu);
+    FERRY_RETURN_IF_ERROR(Gate("tgt.acl", a, iqn));
+    auto& t = tgts[a];
+    if (!t.tids.count(iqn)) return Status::NotFound("no target " + iqn);
+    t.access[iqn].initiators = initiators;
+    return Status::Ok();
+  }
+  Status TgtSetChap(const std::string& a, const std::string& iqn, const std::string& user,
+                    const std::string& secret) override {
+    std::lock_guard<std::mutex> lk(mu);
+    FERRY_RETURN_IF_ERROR(Gate("tgt.chap", a, iqn));
+    auto& t = tgts[a];
+    if (!t.tids.count(iqn)) return Status::NotFound("no target " + iqn);
+    t.access[iqn].chap_user = user;
+    t.access[iqn].chap_secret = secret;
+    return Status::Ok();
   }
   Status TgtDeleteTarget(const std::string& a, const std::string& iqn) override {
     std::lock_guard<std::mutex> lk(mu);
@@ -138,6 +159,7 @@ class FakePeers : public PeerApi {
     auto& t = tgts[a];
     if (!t.tids.erase(iqn)) return Status::NotFound("no target");
     t.luns.erase(iqn);
+    t.access.erase(iqn);
     return Status::Ok();
   }
   Result<LunInfo> TgtAddLun(const std::string& a, const std::string& iqn, const LunSpec& s) override {

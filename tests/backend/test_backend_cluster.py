@@ -62,9 +62,14 @@ def cluster(procs, tmp_path):
     return Cluster(procs, tmp_path)
 
 
-def qemu_io(portal, iqn, initiator, *cmds, timeout=60):
+def qemu_io(portal, iqn, initiator, *cmds, timeout=60, chap=None):
+    """qemu's own iSCSI initiator (libiscsi), as Nova uses it; chap = connection info data with CHAP fields."""
     opts = f"driver=iscsi,transport=tcp,portal={portal},target={iqn},lun=1,initiator-name={initiator}"
-    argv = ["qemu-io", "--image-opts", opts]
+    argv = ["qemu-io"]
+    if chap and chap.get("auth_method") == "CHAP":
+        argv += ["--object", f"secret,id=chap0,data={chap['auth_password']}"]
+        opts += f",user={chap['auth_username']},password-secret=chap0"
+    argv += ["--image-opts", opts]
     for c in cmds:
         argv += ["-c", c]
     p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
@@ -190,12 +195,12 @@ def test_live_migration_without_io_pause(cluster):
     c.create("vm1", 1)
     a = attach(c, "vm1", "127.0.0.2", "host-a", INI_A)
     assert a["target_portal"] == c.t2.portal.replace(c.t2.portal, "127.0.0.2:3260") or a["target_portal"]
-    qemu_io(c.t2.portal, a["target_iqn"], INI_A, "write -P 0x5a 0 1M")
+    qemu_io(c.t2.portal, a["target_iqn"], INI_A, "write -P 0x5a 0 1M", chap=a)
     before = c.t2.status()["vm1"]
     # Phase 1: continuous reader on the source while the destination joins.
     reads = ["read -P 0x5a 0 64k", "sleep 10"] * 150
     out = {}
-    th = threading.Thread(target=lambda: out.setdefault("a", qemu_io(c.t2.portal, a["target_iqn"], INI_A, *reads)))
+    th = threading.Thread(target=lambda: out.setdefault("a", qemu_io(c.t2.portal, a["target_iqn"], INI_A, *reads, chap=a)))
     th.start()
     time.sleep(0.5)
     b = attach(c, "vm1", "127.0.0.3", "host-b", INI_B)
@@ -207,9 +212,9 @@ def test_live_migration_without_io_pause(cluster):
     assert sb["currentGw"] == sa["currentGw"] and sb["epoch"] == sa["epoch"] == before["epoch"]
     assert sa["switchable"] == "0" and sb["switchable"] == "0"
     # The destination sees the source's data.
-    qemu_io(c.t3.portal, b["target_iqn"], INI_B, "read -P 0x5a 0 1M")
+    qemu_io(c.t3.portal, b["target_iqn"], INI_B, "read -P 0x5a 0 1M", chap=b)
     # Phase 2: reader on the destination while the source leaves.
-    th = threading.Thread(target=lambda: out.setdefault("b", qemu_io(c.t3.portal, b["target_iqn"], INI_B, *reads)))
+    th = threading.Thread(target=lambda: out.setdefault("b", qemu_io(c.t3.portal, b["target_iqn"], INI_B, *reads, chap=b)))
     th.start()
     time.sleep(0.5)
     st, body = c.call("DELETE", "/v1/volumes/vm1/attachments", {"connector": {"host": "host-a"}})
@@ -233,7 +238,7 @@ def test_evacuate_fences_the_dead_target(cluster):
     c = cluster
     c.create("ev", 1)
     a = attach(c, "ev", "127.0.0.2", "host-a", INI_A)
-    qemu_io(c.t2.portal, a["target_iqn"], INI_A, "write -P 0x77 0 1M")
+    qemu_io(c.t2.portal, a["target_iqn"], INI_A, "write -P 0x77 0 1M", chap=a)
     old_epoch = int(c.t2.status()["ev"]["epoch"])
     c.t2.kill()
     poll(lambda: {s["IpPort"]: s["Status"] for s in c.call("PUT", "/tgtmaster/tgtmap")[1]["ServerInfos"]}
@@ -243,7 +248,7 @@ def test_evacuate_fences_the_dead_target(cluster):
     assert int(new["epoch"]) > old_epoch and new["switchable"] == "1"
     st, info = c.gws[0].volume("ev")
     assert info["epoch"] >= int(new["epoch"])  # the store refuses the dead target's epoch
-    qemu_io(c.t3.portal, b["target_iqn"], INI_B, "read -P 0x77 0 1M", "write -P 0x11 0 64k")
+    qemu_io(c.t3.portal, b["target_iqn"], INI_B, "read -P 0x77 0 1M", "write -P 0x11 0 64k", chap=b)
     st, body = c.call("DELETE", "/v1/volumes/ev/attachments", {"connector": {"host": "host-a"}})
     assert st == 200 and body == {"shared": True}
     _, v = c.call("GET", "/v1/volumes/ev")

@@ -95,7 +95,7 @@ TEST_F(DbTest, ForeignKeysProtectTheMap) {
   EXPECT_EQ(db->Write([&](Txn& t) { return t.PutLun(l); }).code(), Status::Code::kConflict);
   ASSERT_TRUE(db->Write([&](Txn& t) {
                   FERRY_RETURN_IF_ERROR(t.PutVolume(Vol("v1")));
-                  FERRY_RETURN_IF_ERROR(t.PutTarget({"127.0.0.2", 3260, "127.0.0.2:8890", true, 5}));
+                  FERRY_RETURN_IF_ERROR(t.PutTarget({"127.0.0.2", 3260, "127.0.0.2:8890", true, 5, ""}));
                   return t.PutLun(l);
                 }).ok());
   // A volume that still has a LUN cannot vanish.
@@ -188,8 +188,8 @@ TEST_F(DbTest, RefusesDatabaseFromNewerProgram) {
 TEST_F(DbTest, CountsForMaps) {
   auto db = OpenOk();
   ASSERT_TRUE(db->Write([](Txn& t) {
-                  FERRY_RETURN_IF_ERROR(t.PutTarget({"127.0.0.2", 3260, "127.0.0.2:8890", true, 5}));
-                  FERRY_RETURN_IF_ERROR(t.PutTarget({"127.0.0.3", 3260, "127.0.0.3:8890", false, 5}));
+                  FERRY_RETURN_IF_ERROR(t.PutTarget({"127.0.0.2", 3260, "127.0.0.2:8890", true, 5, ""}));
+                  FERRY_RETURN_IF_ERROR(t.PutTarget({"127.0.0.3", 3260, "127.0.0.3:8890", false, 5, ""}));
                   for (int i = 0; i < 5; ++i) {
                     VolumeRow v = Vol("v" + std::to_string(i));
                     v.preferred_gw = i < 3 ? "g1" : "g2";
@@ -210,6 +210,45 @@ TEST_F(DbTest, CountsForMaps) {
   EXPECT_FALSE((*db->GetTarget("127.0.0.3"))->online);
 }
 
+// Version 4: a target's host name survives registrations that do not name
+// it; CHAP credentials go with their volume; the ACL query joins attachments
+// to the LUNs of one iSCSI target.
+TEST_F(DbTest, TargetHostChapAndInitiatorsOfAnIscsiTarget) {
+  auto db = OpenOk();
+  ASSERT_TRUE(db->Write([](Txn& t) {
+                  FERRY_RETURN_IF_ERROR(t.PutTarget({"127.0.0.2", 3260, "127.0.0.2:8890", true, 5, "compute1"}));
+                  FERRY_RETURN_IF_ERROR(t.PutTarget({"127.0.0.2", 3261, "127.0.0.2:8890", true, 6, ""}));
+                  FERRY_RETURN_IF_ERROR(t.PutVolume(Vol("v1")));
+                  FERRY_RETURN_IF_ERROR(t.PutVolume(Vol("v2")));
+                  FERRY_RETURN_IF_ERROR(t.PutLun({"v1", "127.0.0.2", "iqn:shared", 1, 1, true, "g", "ready", 0}));
+                  FERRY_RETURN_IF_ERROR(t.PutLun({"v2", "127.0.0.2", "iqn:shared", 1, 2, true, "g", "ready", 0}));
+                  FERRY_RETURN_IF_ERROR(t.PutAttachment({"v1", "h1", "127.0.0.2", "iqn.i:h1", "{}"}));
+                  FERRY_RETURN_IF_ERROR(t.PutAttachment({"v1", "h2", "127.0.0.2", "iqn.i:h2", "{}"}));
+                  FERRY_RETURN_IF_ERROR(t.PutAttachment({"v2", "h3", "127.0.0.2", "iqn.i:h1", "{}"}));
+                  FERRY_RETURN_IF_ERROR(t.PutAttachment({"v2", "h4", "127.0.0.2", "", "{}"}));
+                  return t.PutChap({"v1", "ferry-u", "0123456789abcdef", 7});
+                }).ok());
+  auto t = *db->GetTarget("127.0.0.2");
+  EXPECT_EQ(t->host, "compute1");
+  EXPECT_EQ(t->port, 3261);
+  EXPECT_EQ(*db->InitiatorsOn("127.0.0.2", "iqn:shared"), (std::vector<std::string>{"iqn.i:h1", "iqn.i:h2"}));
+  // Leaving out v1/h1 keeps iqn.i:h1 (v2/h3 still uses it), drops nothing else.
+  EXPECT_EQ(*db->InitiatorsOn("127.0.0.2", "iqn:shared", "v1", "h1"),
+            (std::vector<std::string>{"iqn.i:h1", "iqn.i:h2"}));
+  EXPECT_EQ(*db->InitiatorsOn("127.0.0.2", "iqn:shared", "v1", "h2"), std::vector<std::string>{"iqn.i:h1"});
+  EXPECT_TRUE(db->InitiatorsOn("127.0.0.3", "iqn:shared")->empty());
+  EXPECT_EQ((*db->GetChap("v1"))->user, "ferry-u");
+  EXPECT_FALSE(db->GetChap("v2")->has_value());
+  // Credentials go with the volume.
+  ASSERT_TRUE(db->Write([](Txn& t) {
+                  FERRY_RETURN_IF_ERROR(t.DeleteAttachment("v1", "h1"));
+                  FERRY_RETURN_IF_ERROR(t.DeleteAttachment("v1", "h2"));
+                  FERRY_RETURN_IF_ERROR(t.DeleteLun("v1", "127.0.0.2"));
+                  return t.DeleteVolume("v1");
+                }).ok());
+  EXPECT_FALSE(db->GetChap("v1")->has_value());
+}
+
 // Migration from each earlier schema version: build the file as that version
 // of the program left it (schema + data), reopen with this one, check data.
 TEST_F(DbTest, MigratesFromEveryEarlierVersion) {
@@ -226,12 +265,19 @@ TEST_F(DbTest, MigratesFromEveryEarlierVersion) {
     if (from >= 1) {
       Raw("INSERT INTO volumes(name,size,state,preferred_gw,epoch,created) "
           "VALUES('old',4096,'available','127.0.0.1:8585',7,3);"
-          "INSERT INTO targets VALUES('127.0.0.2',3260,'127.0.0.2:8890',1,9);"
-          "INSERT INTO luns VALUES('old','127.0.0.2','iqn.x:old',4,1,1,'127.0.0.1:8585','ready');");
+          "INSERT INTO targets(ip,port,admin,online,last_seen) VALUES('127.0.0.2',3260,'127.0.0.2:8890',1,9);"
+          "INSERT INTO luns(volume,target,iqn,tid,lun,switchable,gateway,state) "
+          "VALUES('old','127.0.0.2','iqn.x:old',4,1,1,'127.0.0.1:8585','ready');");
     }
     if (from >= 2) {
-      Raw("INSERT INTO attachments VALUES('old','h1','127.0.0.2','iqn.i:h1','{}');"
-          "INSERT INTO settings VALUES('','read','30');");
+      Raw("INSERT INTO attachments(volume,host,target,initiator,connector) "
+          "VALUES('old','h1','127.0.0.2','iqn.i:h1','{}');"
+          "INSERT INTO settings(target,key,value) VALUES('','read','30');");
+    }
+    if (from >= 3) {
+      Raw("UPDATE volumes SET source='src@s1' WHERE name='old';"
+          "UPDATE luns SET epoch=7 WHERE volume='old';"
+          "INSERT INTO events(seq,type,payload,created,sent) VALUES(5,'volume.created','{}',1,1);");
     }
     auto db = OpenOk();
     ASSERT_TRUE(db);
@@ -240,16 +286,34 @@ TEST_F(DbTest, MigratesFromEveryEarlierVersion) {
       auto v = db->GetVolume("old");
       ASSERT_TRUE(v.ok() && v->has_value());
       EXPECT_EQ((*v)->epoch, 7);
-      EXPECT_EQ((*v)->source, "");
+      if (from < 3) {
+        EXPECT_EQ((*v)->source, "");
+      }
       EXPECT_EQ(db->LunsOfVolume("old")->size(), 1u);
     }
     if (from >= 2) {
       EXPECT_EQ(db->AttachmentsOf("old")->size(), 1u);
       EXPECT_EQ(db->GetSetting("", "read")->value_or(""), "30");
+      // Version 4's ACL query over the migrated rows.
+      EXPECT_EQ(*db->InitiatorsOn("127.0.0.2", "iqn.x:old"), std::vector<std::string>{"iqn.i:h1"});
+    }
+    if (from >= 3) {
+      EXPECT_EQ((*db->GetVolume("old"))->source, "src@s1");
+      EXPECT_EQ(db->LunsOfVolume("old")->front().epoch, 7);
+      EXPECT_EQ(*db->LastEventSeq(), 5);
+    }
+    if (from >= 1) {
+      // Version 4: targets carry a host name (empty until reported), volumes CHAP credentials.
+      auto t = db->GetTarget("127.0.0.2");
+      ASSERT_TRUE(t.ok() && t->has_value());
+      EXPECT_EQ((*t)->host, "");
+      ASSERT_TRUE(db->Write([](Txn& tx) { return tx.PutChap({"old", "u1", "secret-123456", 5}); }).ok());
+      EXPECT_EQ((*db->GetChap("old"))->secret, "secret-123456");
     }
     // The new tables work after migration.
+    int64_t before = *db->LastEventSeq();
     ASSERT_TRUE(db->Write([](Txn& t) { return t.AppendEvent(0, "x", "{}", 0).status(); }).ok());
-    EXPECT_EQ(*db->LastEventSeq(), 1);
+    EXPECT_EQ(*db->LastEventSeq(), before + 1);
   }
 }
 
