@@ -246,9 +246,18 @@ def test_eio_reaches_initiator_as_medium_error(procs, tmp_path):
         rid = gws[0].arm(volume="vol2", op="write", errno="EIO", count=3)
         assert s.write(2048, b"\xa5" * 4096) == MEDIUM_ERROR_WRITE
         assert gws[0].rule(rid)["injected"] == 3
+        # Other non-retryable errors: one attempt each, their own sense.
+        rid = gws[0].arm(volume="vol2", op="write", errno="ENOSPC", count=5)
+        assert s.write(2048, b"\xa5" * 4096) == (2, 7, 0x2707)  # DATA PROTECT, SPACE ALLOCATION FAILED
+        assert gws[0].rule(rid)["injected"] == 1
+        gws[0].clear()
+        rid = gws[0].arm(volume="vol2", op="read", errno="EINVAL", count=5)
+        assert s.read(2048, 8) == (2, 5, 0x2100)  # ILLEGAL REQUEST, LBA OUT OF RANGE
+        assert gws[0].rule(rid)["injected"] == 1
+        gws[0].clear()
     finally:
         s.close()
-    assert_io_ok(qemu_io(url2, "read -P 0x5a 1M 64k"))  # the failed write never landed
+    assert_io_ok(qemu_io(url2, "read -P 0x5a 1M 64k"))  # no failed write landed
 
     # qemu's iSCSI driver: EIO for the read and for the write; old bytes stay.
     rid = gws[0].arm(volume="vol2", op="read", errno="EIO", count=3)
@@ -260,7 +269,7 @@ def test_eio_reaches_initiator_as_medium_error(procs, tmp_path):
     assert_io_ok(qemu_io(url2, "read -P 0x5a 1M 64k"))
 
     row2 = tgt.status("vol2")
-    assert (row2["readError"], row2["writeError"], row2["status"]) == ("2", "2", "0"), row2
+    assert (row2["readError"], row2["writeError"], row2["status"]) == ("3", "3", "0"), row2
     assert row2["currentGw"] == gws[0].nbd and row2["epoch"] == epoch2, row2  # EIO is no reason to switch
     res1 = v1.result()
     ok(res1, v1)
