@@ -224,6 +224,25 @@ def test_retryable_error_burst_is_absorbed(procs, tmp_path):
     print(f"burst: 200 EAGAIN in {burst_s:.2f} s; verifier {res}")
 
 
+def test_eshutdown_switches_without_error(procs, tmp_path):
+    # ESHUTDOWN means "this gateway is going away": a switch, like a dead
+    # connection, with the request re-sent to the next gateway.
+    gws, tgt, iqn, luns = make(procs, tmp_path)
+    v = Verifier(procs, str(tmp_path), tgt.url(iqn, 1), threads=4, blocks=512)
+    wait_ops(tgt, "vol1", 1000, "I/O on gw1")
+    before = tgt.status("vol1")
+    rid = gws[0].arm(volume="vol1", op="any", errno="ESHUTDOWN", count=1)
+    row = poll(lambda: (lambda r: r if r["currentGw"] == gws[1].nbd and r["status"] == "0" else None)(
+        tgt.status("vol1")), timeout=30, what="switch to gw2 after ESHUTDOWN")
+    assert gws[0].rule(rid)["injected"] == 1
+    assert int(row["epoch"]) > int(before["epoch"]), (before, row)
+    wait_ops(tgt, "vol1", 1000, "I/O on gw2")
+    res = v.result()
+    ok(res, v)
+    row = tgt.status("vol1")
+    assert row["readError"] == "0" and row["writeError"] == "0", row
+
+
 def test_eio_reaches_initiator_as_medium_error(procs, tmp_path):
     gws, tgt, iqn, luns = make(procs, tmp_path, volumes=("vol1", "vol2"))
     url1, url2 = tgt.url(iqn, luns[0]["lun"]), tgt.url(iqn, luns[1]["lun"])
