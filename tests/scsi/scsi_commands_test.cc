@@ -420,6 +420,33 @@ TEST(ScsiSbc, WriteSameAndGetLbaStatus) {
   EXPECT_SENSE(h.Run(h.a, Cdb16(0x93, 0, 0, 2)), 5, 0x0e, 0x03);
 }
 
+// SBC-4 WRITE SAME: written or unmapped, later reads behave as if the Data-Out
+// block had been written. So UNMAP = 1 unmaps zero blocks (LBPRZ = 1) and
+// writes any other pattern.
+// (libiscsi 1.19's WriteSame10.UnmapUntilEnd sends 0xFF with UNMAP and wants
+// zeros back; it only runs with WSNZ = 0, which is one reason WSNZ stays 1.)
+TEST(ScsiSbc, WriteSameUnmapWithNonZeroPatternWritesIt) {
+  Harness h;
+  h.ClearAll();
+  h.dev->Fill(0, 64 * 512, 0x11);
+  std::vector<uint8_t> ff(512, 0xff);
+  EXPECT_GOOD(h.Run(h.a, Cdb10(0x41, 0x08, 20, 4), ff));
+  for (int i = 20; i < 24; ++i) EXPECT_EQ(h.dev->Bytes(uint64_t(i) * 512, 512), ff) << i;
+  EXPECT_EQ(h.dev->Bytes(24 * 512, 512), std::vector<uint8_t>(512, 0x11));
+  EXPECT_GOOD(h.Run(h.a, Cdb16(0x93, 0x08, 30, 2), ff));
+  EXPECT_EQ(h.dev->Bytes(30 * 512, 1024), std::vector<uint8_t>(1024, 0xff));
+  // Zero data with UNMAP is unmapped (may_trim) and reads as zeros.
+  EXPECT_GOOD(h.Run(h.a, Cdb10(0x41, 0x08, 20, 4), std::vector<uint8_t>(512, 0)));
+  EXPECT_TRUE(h.dev->last_may_trim);
+  EXPECT_EQ(h.dev->Bytes(20 * 512, 4 * 512), std::vector<uint8_t>(4 * 512, 0));
+  // WSNZ = 1: zero blocks is an invalid field, in both CDB sizes.
+  auto bl = h.Run(h.a, {0x12, 0x01, 0xb0, 0, 64, 0});
+  ASSERT_GE(bl.data_in.size(), 8u);
+  EXPECT_EQ(bl.data_in[4] & 0x01, 1);
+  EXPECT_SENSE(h.Run(h.a, Cdb10(0x41, 0x08, 100, 0), ff), 5, 0x24, 0);
+  EXPECT_SENSE(h.Run(h.a, Cdb16(0x93, 0, 100, 0), ff), 5, 0x24, 0);
+}
+
 std::vector<uint8_t> UnmapList(const std::vector<std::pair<uint64_t, uint32_t>>& ranges) {
   std::vector<uint8_t> p(8 + 16 * ranges.size(), 0);
   Put16(&p[0], uint16_t(p.size() - 2));
