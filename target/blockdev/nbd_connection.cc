@@ -10,10 +10,12 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <vector>
 
+#include "target/common/batch_scope.h"
 #include "target/nbd/protocol.h"
 
 namespace ferry::blockdev {
@@ -346,21 +348,51 @@ Status NbdConnection::Send(uint16_t type, uint16_t flags, uint64_t cookie, uint6
   r.offset = offset;
   r.length = length;
   nbd::EncodeRequest(r, hdr);
+  const bool has_payload = type == nbd::kCmdWrite && length > 0;
+  BatchScope* scope = BatchScope::Current();
+  if (scope != nullptr && (!has_payload || length <= kBatchMaxPayload) && !OnReaderThread()) {
+    if (std::shared_ptr<NbdConnection> self = weak_from_this().lock()) {
+      {
+        std::lock_guard<std::mutex> l(send_mu_);
+        batched_.insert(batched_.end(), reinterpret_cast<const char*>(hdr),
+                        reinterpret_cast<const char*>(hdr) + sizeof(hdr));
+        if (has_payload) batched_.insert(batched_.end(), payload, payload + length);
+      }
+      scope->Defer(this, [self] { self->FlushBatched(); });
+      return Status::Ok();
+    }
+  }
   iovec iov[2];
   iov[0].iov_base = hdr;
   iov[0].iov_len = sizeof(hdr);
   int iovcnt = 1;
-  if (type == nbd::kCmdWrite && length > 0) {
+  if (has_payload) {
     iov[1].iov_base = const_cast<char*>(payload);
     iov[1].iov_len = length;
     iovcnt = 2;
   }
   std::lock_guard<std::mutex> l(send_mu_);
-  size_t total = sizeof(hdr) + (iovcnt == 2 ? length : 0);
+  return SendLocked(iov, iovcnt);
+}
+
+void NbdConnection::FlushBatched() {
+  std::lock_guard<std::mutex> l(send_mu_);
+  SendLocked(nullptr, 0);
+}
+
+Status NbdConnection::SendLocked(const iovec* req, int reqcnt) {
+  // Batched requests first, so requests leave in the order they were sent.
+  iovec iov[3];
+  int iovcnt = 0;
+  if (!batched_.empty()) iov[iovcnt++] = {batched_.data(), batched_.size()};
+  for (int i = 0; i < reqcnt; ++i) iov[iovcnt++] = req[i];
+  size_t total = 0;
+  for (int i = 0; i < iovcnt; ++i) total += iov[i].iov_len;
   size_t done = 0;
+  Status st;
   while (done < total) {
     msghdr m{};
-    iovec cur[2];
+    iovec cur[3];
     int n = 0;
     size_t skip = done;
     for (int i = 0; i < iovcnt; ++i) {
@@ -378,49 +410,95 @@ Status NbdConnection::Send(uint16_t type, uint16_t flags, uint64_t cookie, uint6
     ssize_t w = sendmsg(fd_, &m, MSG_NOSIGNAL);
     if (w < 0 && errno == EINTR) continue;
     if (w <= 0) {
-      Status s = Status::Unavailable(std::string("send: ") + (w < 0 ? strerror(errno) : "closed"));
-      MarkDead(s);
-      return s;
+      st = Status::Unavailable(std::string("send: ") + (w < 0 ? strerror(errno) : "closed"));
+      break;
     }
     done += static_cast<size_t>(w);
   }
-  return Status::Ok();
+  batched_.clear();
+  if (!st.ok()) MarkDead(st);
+  return st;
 }
 
 void NbdConnection::ReaderLoop() {
-  std::vector<char> sink;
+  // Replies are read in chunks of up to kChunk bytes; a read payload that is
+  // not yet buffered and is large goes straight into the caller's buffer.
+  constexpr size_t kChunk = 256 * 1024;
+  constexpr size_t kDirect = 64 * 1024;
+  std::vector<char> buf(kChunk);
+  size_t pos = 0, len = 0;
+  auto fill = [&]() -> bool {  // more bytes after the unread ones; false on EOF/error
+    if (pos > 0) {
+      std::memmove(buf.data(), buf.data() + pos, len - pos);
+      len -= pos;
+      pos = 0;
+    }
+    for (;;) {
+      ssize_t r = recv(fd_, buf.data() + len, buf.size() - len, 0);
+      if (r > 0) {
+        len += static_cast<size_t>(r);
+        return true;
+      }
+      if (r < 0 && errno == EINTR) continue;
+      return false;
+    }
+  };
   for (;;) {
-    uint8_t h[nbd::kSimpleReplySize];
-    if (!ReadFull(fd_, h, sizeof(h))) {
+    if (len - pos < nbd::kSimpleReplySize && !fill()) {
       MarkDead(Status::Unavailable("connection closed"));
       return;
     }
-    nbd::SimpleReply rep;
-    if (!nbd::DecodeSimpleReply(h, &rep)) {
-      MarkDead(Status::Unavailable(nbd::Get32(h) == nbd::kStructuredReplyMagic
-                                       ? "structured reply not negotiated"
-                                       : "bad reply magic"));
-      return;
-    }
-    Pending p;
-    {
-      std::lock_guard<std::mutex> l(pending_mu_);
-      auto it = pending_.find(rep.cookie);
-      if (it == pending_.end()) {
-        MarkDead(Status::Unavailable("reply for unknown cookie " + std::to_string(rep.cookie)));
+    // Every reply complete in the buffer is delivered inside one scope, so
+    // what the callbacks send leaves together.
+    BatchScope scope;
+    while (len - pos >= nbd::kSimpleReplySize) {
+      const auto* h = reinterpret_cast<const uint8_t*>(buf.data() + pos);
+      nbd::SimpleReply rep;
+      if (!nbd::DecodeSimpleReply(h, &rep)) {
+        MarkDead(Status::Unavailable(nbd::Get32(h) == nbd::kStructuredReplyMagic
+                                         ? "structured reply not negotiated"
+                                         : "bad reply magic"));
         return;
       }
-      p = it->second;
-      pending_.erase(it);
-    }
-    if (p.type == nbd::kCmdRead && rep.error == 0 && p.length > 0) {
-      if (!ReadFull(fd_, p.read_buf, p.length)) {
-        MarkDead(Status::Unavailable("connection closed in read payload"));
-        return;
+      Pending p;
+      {
+        std::lock_guard<std::mutex> l(pending_mu_);
+        auto it = pending_.find(rep.cookie);
+        if (it == pending_.end()) {
+          MarkDead(Status::Unavailable("reply for unknown cookie " + std::to_string(rep.cookie)));
+          return;
+        }
+        p = it->second;
+        pending_.erase(it);
       }
+      pos += nbd::kSimpleReplySize;
+      if (p.type == nbd::kCmdRead && rep.error == 0 && p.length > 0) {
+        size_t have = std::min<size_t>(len - pos, p.length);
+        std::memcpy(p.read_buf, buf.data() + pos, have);
+        pos += have;
+        size_t rest = p.length - have;
+        if (rest > 0) {
+          scope.Flush();  // about to block: let the earlier replies' data leave first
+          if (rest >= kDirect || rest > buf.size()) {
+            if (!ReadFull(fd_, p.read_buf + have, rest)) {
+              MarkDead(Status::Unavailable("connection closed in read payload"));
+              return;
+            }
+          } else {
+            while (len - pos < rest) {
+              if (!fill()) {
+                MarkDead(Status::Unavailable("connection closed in read payload"));
+                return;
+              }
+            }
+            std::memcpy(p.read_buf + have, buf.data() + pos, rest);
+            pos += rest;
+          }
+        }
+      }
+      if (dead_.load()) return;  // Close() raced with us: deliver nothing more
+      on_reply_(rep.cookie, rep.error);
     }
-    if (dead_.load()) return;  // Close() raced with us: deliver nothing more
-    on_reply_(rep.cookie, rep.error);
   }
 }
 

@@ -6,9 +6,16 @@
 //    either a live connection or a Status (kUnavailable: unreachable / protocol
 //    refused; kNotFound: unknown export; kTimeout: the server did not answer).
 //  - Many requests may be in flight; Send() writes header+payload with one
-//    sendmsg under a send mutex (TCP_NODELAY, no SIGPIPE). Replies may come in
-//    any order; a reader thread completes each one through on_reply, reading a
-//    read's payload straight into the buffer given to Send().
+//    sendmsg under a send mutex (TCP_NODELAY, no SIGPIPE). Inside a
+//    BatchScope (target/common/batch_scope.h) on a thread other than the
+//    reader, and when the connection is owned by a shared_ptr, a request of at
+//    most kBatchMaxPayload bytes is copied into an output buffer instead and
+//    leaves with the others of the batch when the scope flushes (a send error
+//    then marks the connection dead, exactly as a direct send would).
+//  - Replies may come in any order; a reader thread reads them in large
+//    chunks and completes each through on_reply (all the replies of one
+//    recv() inside one BatchScope), copying a read's payload into the buffer
+//    given to Send() (a large payload is received straight into it).
 //  - Anything wrong on the wire (EOF, RST, bad magic, unknown cookie, a reply
 //    to a cookie not in flight, a structured reply we did not ask for) makes the
 //    connection dead at once: on_dead runs exactly once, and no further
@@ -28,8 +35,11 @@
 #include <string>
 #include <thread>
 #include <unordered_map>
+#include <vector>
 
 #include "target/common/status.h"
+
+struct iovec;
 
 namespace ferry::blockdev {
 
@@ -47,8 +57,11 @@ struct NbdExportInfo {
   uint16_t flags = 0;  // nbd::kTFlag*
 };
 
-class NbdConnection {
+class NbdConnection : public std::enable_shared_from_this<NbdConnection> {
  public:
+  // Largest write payload a batched Send() copies; larger ones go out at once.
+  static constexpr uint32_t kBatchMaxPayload = 64 * 1024;
+
   // cookie, NBD error (0 = success). For a successful read the payload is
   // already in the buffer given to Send().
   using ReplyFn = std::function<void(uint64_t cookie, uint32_t error)>;
@@ -91,6 +104,9 @@ class NbdConnection {
   NbdConnection(int fd, NbdExportInfo info, ReplyFn on_reply, DeadFn on_dead);
   void ReaderLoop();
   void MarkDead(const Status& why);
+  // Writes iov (after anything batched) under send_mu_ (held by the caller).
+  Status SendLocked(const struct iovec* iov, int iovcnt);
+  void FlushBatched();
 
   int fd_;
   NbdExportInfo info_;
@@ -99,6 +115,7 @@ class NbdConnection {
   std::atomic<bool> dead_{false};
   std::atomic<bool> closed_{false};
   std::mutex send_mu_;
+  std::vector<char> batched_;  // requests waiting for the BatchScope to flush (under send_mu_)
   std::mutex pending_mu_;
   std::unordered_map<uint64_t, Pending> pending_;
   std::thread reader_;

@@ -13,6 +13,7 @@
 #include <cerrno>
 #include <cstdio>
 
+#include "target/common/batch_scope.h"
 #include "target/iscsi/crc32c.h"
 
 namespace ferry::iscsi {
@@ -148,6 +149,13 @@ bool Connection::SendPdus(OutPdu* pdus, size_t n, std::shared_ptr<const void> ke
   }
   if (was_empty) last_progress_ = Clock::now();
   if (corked_) return true;  // the connection's thread flushes at the end of its batch
+  if (BatchScope* scope = BatchScope::Current()) {
+    if (std::shared_ptr<Connection> self = weak_from_this().lock()) {
+      g.unlock();
+      scope->Defer(this, [self] { self->FlushDeferred(); });
+      return true;
+    }
+  }
   if (!FlushLocked()) return false;
   bool backlog = !outq_.empty();
   g.unlock();
@@ -203,6 +211,15 @@ bool Connection::FlushLocked() {
   return true;
 }
 
+void Connection::FlushDeferred() {
+  std::unique_lock<std::mutex> g(send_mu_);
+  if (dead_ || corked_) return;  // corked: the connection's own thread flushes soon
+  if (!FlushLocked()) return;
+  bool backlog = !outq_.empty();
+  g.unlock();
+  if (backlog) Wake();
+}
+
 void Connection::Wake() {
   if (wake_fd_ < 0) return;
   uint64_t one = 1;
@@ -244,18 +261,21 @@ void Connection::Run() {
       std::lock_guard<std::mutex> g(send_mu_);
       corked_ = true;
     }
-    for (;;) {
-      auto r = framer_.Next(&pdu);
-      if (r == PduFramer::Result::kNeedMore) break;
-      if (r == PduFramer::Result::kError) {
-        log_.Warn(env_.peer_addr + ": " + framer_.error() + "; dropping the connection");
-        stop = true;
-        break;
-      }
-      bool ok = ffp_.load() ? Dispatch(pdu) : DoLogin(pdu);
-      if (!ok) {
-        stop = true;
-        break;
+    {
+      BatchScope scope;  // the NBD requests this batch causes leave together at its end
+      for (;;) {
+        auto r = framer_.Next(&pdu);
+        if (r == PduFramer::Result::kNeedMore) break;
+        if (r == PduFramer::Result::kError) {
+          log_.Warn(env_.peer_addr + ": " + framer_.error() + "; dropping the connection");
+          stop = true;
+          break;
+        }
+        bool ok = ffp_.load() ? Dispatch(pdu) : DoLogin(pdu);
+        if (!ok) {
+          stop = true;
+          break;
+        }
       }
     }
     {

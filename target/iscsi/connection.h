@@ -123,6 +123,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool SendPdus(OutPdu* pdus, size_t n, std::shared_ptr<const void> keep, bool raw = false);
   void FillSeq(OutPdu* p, bool advance_statsn);  // under send_mu_
   bool FlushLocked();                             // under send_mu_; false = connection broken
+  void FlushDeferred();                           // a BatchScope's end: send what was queued
   void Wake();
   bool SendSimple(OutPdu& p, bool advances_statsn);
   void SendReject(const uint8_t* bhs, RejectReason reason);
