@@ -1,5 +1,6 @@
 // ferry-target: the iSCSI target of Ferry (see docs/target.md).
 // Only wiring: flags/INI -> TargetProcess, then wait for SIGTERM/SIGINT.
+#include <malloc.h>
 #include <signal.h>
 
 #include <cstdio>
@@ -10,6 +11,13 @@
 #include "target/server/process.h"
 
 int main(int argc, char** argv) {
+  // Read buffers (up to the 8 MiB transfer limit, one per command in flight)
+  // come from the heap and stay there: glibc would otherwise mmap each large
+  // one and trim freed memory at 2x the last size, so every large read paid
+  // for fresh page faults and zeroing. In-flight buffers are bounded by the
+  // queue depth, so the retained memory is bounded too.
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  mallopt(M_TRIM_THRESHOLD, 256 << 20);
   // --demo-open is a switch: give it a value so the common flag parser accepts it bare.
   std::vector<std::string> args(argv, argv + argc);
   for (size_t i = 1; i < args.size(); ++i)
