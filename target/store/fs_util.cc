@@ -1,5 +1,7 @@
 #include "target/store/fs_util.h"
 
+#include <algorithm>
+
 #include <dirent.h>
 #include <fcntl.h>
 #include <linux/fs.h>
@@ -42,8 +44,17 @@ Status PreadFull(int fd, char* buf, uint64_t len, uint64_t off) {
 }
 
 Status PwriteFull(int fd, const char* buf, uint64_t len, uint64_t off) {
+  // At most kWritePiece bytes per pwrite, aligned to kWritePiece: the page
+  // cache sizes the folios it creates for a write by the write's length, and
+  // a later small overwrite of a large folio costs the file system a walk of
+  // all its blocks (ext4 on Linux 6.1x: a 4 KiB write into data laid down
+  // by 1 MiB writes is ~4x slower than into data laid down by 64 KiB ones).
+  // Volumes take small random overwrites all the time; large writes lose
+  // nothing measurable by being cut.
+  constexpr uint64_t kWritePiece = 64 * 1024;
   while (len > 0) {
-    ssize_t n = ::pwrite(fd, buf, len, static_cast<off_t>(off));
+    uint64_t piece = std::min<uint64_t>(len, kWritePiece - off % kWritePiece);
+    ssize_t n = ::pwrite(fd, buf, piece, static_cast<off_t>(off));
     if (n < 0) {
       if (errno == EINTR) continue;
       return Status::FromErrno(errno, "pwrite");
