@@ -20,9 +20,11 @@ import os
 import random
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -99,17 +101,58 @@ def counts(res):
 
 
 def run_cu(url, url2, log, test=None, timeout=1800):
+    """Runs iscsi-test-cu, copying its output to LOG as it comes and timing each
+    test (LOG.times: seconds per SUITE.TEST, summed over families, slowest
+    first); then writes the scored log. Returns (exit code, seconds)."""
     # Line-buffered stdout: CUnit verdicts (stdout) and the -V SCSI log (stderr) must not interleave.
     argv = ["stdbuf", "-oL", "-eL", "iscsi-test-cu", "--dataloss", "-V", "-i", INIT1, "-I", INIT2]
     if test:
         argv += ["-t", test]
     argv += [url, url2]
     t0 = time.time()
-    with open(log, "w") as f:
-        p = subprocess.run(argv, stdout=f, stderr=subprocess.STDOUT, timeout=timeout)
+    times, suite, cur, since = {}, None, None, t0
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    watchdog = threading.Timer(timeout, p.kill)
+    watchdog.start()
+    try:
+        with open(log, "wb") as f:
+            for raw in p.stdout:
+                f.write(raw)
+                line = raw.decode(errors="replace")
+                m = re.match(r"^Suite: (\S+)", line)
+                if m:
+                    suite = m.group(1)
+                m = re.match(r"^  Test: (\S+) \.\.\.", line)
+                if m:
+                    now = time.time()
+                    if cur:
+                        times[cur] = times.get(cur, 0.0) + now - since
+                    cur, since = f"{suite}.{m.group(1)}", now
+        rc = p.wait()
+    finally:
+        watchdog.cancel()
+        if p.poll() is None:
+            p.kill()
+            p.wait()
     secs = time.time() - t0
+    if cur:
+        times[cur] = times.get(cur, 0.0) + t0 + secs - since
+    if rc == -signal.SIGKILL and secs >= timeout:
+        raise subprocess.TimeoutExpired(argv, timeout)
+    with open(log + ".times", "w") as f:
+        for name, t in sorted(times.items(), key=lambda kv: -kv[1]):
+            f.write(f"{t:8.2f} {name}\n")
     write_score_log(log)
-    return p.returncode, secs
+    return rc, secs
+
+
+def slowest(log, n):
+    """The n slowest tests of a run_cu log as 'SECONDS NAME' strings."""
+    try:
+        with open(log + ".times") as f:
+            return [line.strip() for line in f][:n]
+    except OSError:
+        return []
 
 
 def score_log_path(log):
@@ -251,6 +294,7 @@ def main():
         results[name] = res
         line, _ = counts(res)
         print(f"{name}: {line}   ({secs:.0f} s; raw log {log}, scored log {slog})")
+        print(f"{name}: slowest tests (s): " + ", ".join(slowest(log, 8)))
         if tool:
             theirs, summary = cu_score(tool, slog)
             agree = theirs == res

@@ -54,7 +54,7 @@ def test_iscsi_test_cu_through_ferry_target_and_gateway(procs, tmp_path):
     with open(slog, errors="replace") as f:
         res = conformance.score(f.read())
     line, c = conformance.counts(res)
-    print(f"\nferry: {line} ({secs:.0f} s)")
+    print(f"\nferry: {line} ({secs:.0f} s); slowest (s): " + ", ".join(conformance.slowest(log, 8)))
     for name in sorted(res):
         if res[name] != "PASS":
             print(f"  {res[name]} {name}")
