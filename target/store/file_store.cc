@@ -74,6 +74,9 @@ class VolumeHandleImpl : public VolumeHandle {
   Status Trim(uint64_t off, uint64_t len) override { return WriteZeroes(off, len, false); }
   Status Flush() override { return st_->Flush(); }
   Result<std::vector<Extent>> Map(uint64_t off, uint64_t len) override { return st_->Map(off, len); }
+  Result<std::vector<ReadSegment>> PlanRead(uint64_t off, uint64_t len) override {
+    return st_->PlanRead(off, len);
+  }
 
  private:
   std::shared_ptr<VolumeState> st_;
@@ -108,6 +111,24 @@ class SnapshotHandleImpl : public VolumeHandle {
       buf += n;
     }
     return Status::Ok();
+  }
+  Result<std::vector<ReadSegment>> PlanRead(uint64_t off, uint64_t len) override {
+    FERRY_RETURN_IF_ERROR(Check(off, len));
+    std::vector<ReadSegment> out;
+    while (len > 0) {
+      uint64_t idx = off / chunk_size_, coff = off % chunk_size_;
+      uint64_t n = std::min<uint64_t>(len, chunk_size_ - coff);
+      int fd = -1;
+      if (s_.map[idx] != 0) {
+        auto r = SharedChunkFd(ctx_->chunks_fd, s_.map[idx], idx, &fds_[idx]);
+        FERRY_RETURN_IF_ERROR(r.status());
+        fd = *r;
+      }
+      FERRY_RETURN_IF_ERROR(PlanChunk(fd, coff, n, &out));
+      off += n;
+      len -= n;
+    }
+    return out;
   }
   Status Write(uint64_t, uint64_t, const char*, bool) override { return ReadOnly(); }
   Status WriteZeroes(uint64_t, uint64_t, bool) override { return ReadOnly(); }

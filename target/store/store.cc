@@ -1,5 +1,7 @@
 #include "target/store/store.h"
 
+#include <unistd.h>
+
 #include "target/store/file_store.h"
 
 namespace ferry::store {
@@ -14,6 +16,11 @@ Status ValidateName(const std::string& name) {
     if (!ok) return Status::InvalidArgument("name may contain only [A-Za-z0-9._-]");
   }
   return Status::Ok();
+}
+
+void OwnedFd::reset(int fd) {
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = fd;
 }
 
 Result<std::unique_ptr<Store>> Store::Open(const std::string& data_dir, Options opts, Logger log) {

@@ -18,6 +18,8 @@
 //    byte. Raising the epoch waits for writes in flight in other processes to
 //    drain (bounded by Options::fence_drain_timeout); a process that does not
 //    drain in time is killed (STONITH; same host only) before the raise returns.
+//  - VolumeHandle::PlanRead describes a range as file ranges and zeros for
+//    zero-copy senders, holding the volume's I/O guard only while it plans.
 //  - Names from users are validated by ValidateName before any path is built.
 //  - Thread-safe: one Store and its handles may be used from many threads; the
 //    I/O path takes no store-wide lock.
@@ -61,6 +63,44 @@ struct Extent {
   bool allocated = false;  // false: a hole, reads as zeros
 };
 
+// An fd owned by exactly one object: closed when it is destroyed or reset.
+class OwnedFd {
+ public:
+  OwnedFd() = default;
+  explicit OwnedFd(int fd) : fd_(fd) {}
+  ~OwnedFd() { reset(); }
+  OwnedFd(OwnedFd&& o) noexcept : fd_(o.release()) {}
+  OwnedFd& operator=(OwnedFd&& o) noexcept {
+    if (this != &o) {
+      reset();
+      fd_ = o.release();
+    }
+    return *this;
+  }
+  OwnedFd(const OwnedFd&) = delete;
+  OwnedFd& operator=(const OwnedFd&) = delete;
+  int get() const { return fd_; }
+  int release() {
+    int fd = fd_;
+    fd_ = -1;
+    return fd;
+  }
+  void reset(int fd = -1);  // closes the fd held, if any
+
+ private:
+  int fd_ = -1;
+};
+
+// One piece of a planned read (VolumeHandle::PlanRead): `length` bytes that
+// are either zeros, or the bytes of `fd` at [file_offset, file_offset+length).
+struct ReadSegment {
+  enum class Kind { kFile, kZeros };
+  Kind kind = Kind::kZeros;
+  OwnedFd fd;                // kFile: the segment's own read-only fd (a dup)
+  uint64_t file_offset = 0;  // kFile only
+  uint64_t length = 0;
+};
+
 // An open volume or snapshot. Thread-safe; many I/Os may run at once.
 class VolumeHandle {
  public:
@@ -79,6 +119,25 @@ class VolumeHandle {
   virtual Status Flush() = 0;
   // Allocation map of [offset, offset+length), in order, covering the range.
   virtual Result<std::vector<Extent>> Map(uint64_t offset, uint64_t length) = 0;
+
+  // Where the bytes of [offset, offset+length) are, without copying them:
+  // segments in order that cover the range exactly (neighbouring zero
+  // segments merged), for the caller to pread/sendfile/splice. The volume's
+  // I/O guard is held only while the plan is built, so consuming it (e.g.
+  // sending to a slow peer) never delays a snapshot, revert or epoch raise.
+  // Each file segment owns a dup()ed fd, so the bytes stay readable after a
+  // later snapshot, revert, copy-on-write or delete replaced or unlinked the
+  // file. What a segment reads is the data as of the plan, or newer where a
+  // write races with the read (as with a Read concurrent with a Write). If a
+  // racing WriteZeroes/Trim truncates the file, a file segment may hit end
+  // of file early: bytes past the end read as zeros.
+  // Errors: those of Read() for the same range; kConflict means "this range
+  // cannot be planned here" (the default, or out of fds): use Read() instead.
+  virtual Result<std::vector<ReadSegment>> PlanRead(uint64_t offset, uint64_t length) {
+    (void)offset;
+    (void)length;
+    return Status::Conflict("PlanRead is not supported by this handle; use Read()");
+  }
 };
 
 class Store {

@@ -75,19 +75,63 @@ Status WriteHeaderFd(int fd, const Header& h) {
   return Status::Ok();
 }
 
+Result<int> SharedChunkFd(int chunks_fd, uint64_t owner, uint64_t idx, std::atomic<int>* cache) {
+  int fd = cache->load(std::memory_order_acquire);
+  if (fd >= 0) return fd;
+  SharedName n(owner, idx);
+  int nfd = ::openat(chunks_fd, n.buf, O_RDONLY | O_CLOEXEC);
+  if (nfd < 0) {
+    if (errno == ENOENT) return Status::NotFound(std::string("chunk ") + n.buf + " is gone (deleted?)");
+    return Status::FromErrno(errno, std::string("open chunk ") + n.buf);
+  }
+  return Publish(cache, nfd);
+}
+
 Status ReadSharedChunk(int chunks_fd, uint64_t owner, uint64_t idx, std::atomic<int>* cache, char* buf,
                        uint64_t len, uint64_t off) {
-  int fd = cache->load(std::memory_order_acquire);
-  if (fd < 0) {
-    SharedName n(owner, idx);
-    int nfd = ::openat(chunks_fd, n.buf, O_RDONLY | O_CLOEXEC);
-    if (nfd < 0) {
-      if (errno == ENOENT) return Status::NotFound(std::string("chunk ") + n.buf + " is gone (deleted?)");
-      return Status::FromErrno(errno, std::string("open chunk ") + n.buf);
-    }
-    fd = Publish(cache, nfd);
+  auto fd = SharedChunkFd(chunks_fd, owner, idx, cache);
+  FERRY_RETURN_IF_ERROR(fd.status());
+  return PreadFull(*fd, buf, len, off);
+}
+
+namespace {
+void AppendZeros(uint64_t len, std::vector<ReadSegment>* out) {
+  if (len == 0) return;
+  if (!out->empty() && out->back().kind == ReadSegment::Kind::kZeros) {
+    out->back().length += len;
+    return;
   }
-  return PreadFull(fd, buf, len, off);
+  ReadSegment z;
+  z.length = len;
+  out->push_back(std::move(z));
+}
+}  // namespace
+
+Status PlanChunk(int fd, uint64_t off, uint64_t len, std::vector<ReadSegment>* out) {
+  if (fd < 0) {
+    AppendZeros(len, out);
+    return Status::Ok();
+  }
+  struct stat sb;
+  if (::fstat(fd, &sb) != 0) return Status::FromErrno(errno, "fstat chunk");
+  uint64_t fsize = static_cast<uint64_t>(sb.st_size);
+  uint64_t in_file = off < fsize ? std::min<uint64_t>(len, fsize - off) : 0;
+  if (in_file > 0) {
+    int dfd = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (dfd < 0) {
+      if (errno == EMFILE || errno == ENFILE)
+        return Status::Conflict("out of file descriptors to plan a read; use Read()");
+      return Status::FromErrno(errno, "dup chunk fd");
+    }
+    ReadSegment f;
+    f.kind = ReadSegment::Kind::kFile;
+    f.fd.reset(dfd);
+    f.file_offset = off;
+    f.length = in_file;
+    out->push_back(std::move(f));
+  }
+  AppendZeros(len - in_file, out);
+  return Status::Ok();
 }
 
 // ---------------------------------------------------------------------------
@@ -533,6 +577,32 @@ Status VolumeState::Read(uint64_t off, uint64_t len, char* buf) {
     buf += n;
   }
   return Status::Ok();
+}
+
+Result<std::vector<ReadSegment>> VolumeState::PlanRead(uint64_t off, uint64_t len) {
+  std::vector<ReadSegment> out;
+  {
+    FERRY_RETURN_IF_ERROR(Enter(false, 0));
+    Guard g(this);  // only while planning: the fds are dup()ed, so the plan outlives it
+    FERRY_RETURN_IF_ERROR(CheckRange(off, len));
+    View& v = *view_;
+    while (len > 0) {
+      uint64_t idx = off / v.chunk_size, coff = off % v.chunk_size;
+      uint64_t n = std::min<uint64_t>(len, v.chunk_size - coff);
+      Status st;
+      int fd = PrivFd(idx, &st);
+      if (!st.ok()) return st;
+      if (fd < 0 && v.base[idx] != 0) {
+        auto sfd = SharedChunkFd(ctx_->chunks_fd, v.base[idx], idx, &v.shared[idx]);
+        FERRY_RETURN_IF_ERROR(sfd.status());
+        fd = *sfd;
+      }
+      FERRY_RETURN_IF_ERROR(PlanChunk(fd, coff, n, &out));
+      off += n;
+      len -= n;
+    }
+  }
+  return out;
 }
 
 Status VolumeState::Write(uint64_t epoch, uint64_t off, uint64_t len, const char* buf, bool fua) {

@@ -50,6 +50,15 @@ Status WriteHeaderFd(int fd, const Header& h);  // pwrite + fdatasync
 Status ReadSharedChunk(int chunks_fd, uint64_t owner, uint64_t idx, std::atomic<int>* cache, char* buf,
                        uint64_t len, uint64_t off);
 
+// The fd of the immutable chunk `owner`/`idx`, opened once and cached in
+// *cache (-1 = not opened yet); kNotFound when the chunk file is gone.
+Result<int> SharedChunkFd(int chunks_fd, uint64_t owner, uint64_t idx, std::atomic<int>* cache);
+
+// Appends the plan of `len` bytes at `off` of one chunk to *out: zeros when
+// fd < 0, else a file segment of a dup of fd up to the file's end and zeros
+// past it. Neighbouring zero segments are merged. kConflict when out of fds.
+Status PlanChunk(int fd, uint64_t off, uint64_t len, std::vector<ReadSegment>* out);
+
 class VolumeState;
 
 // LockLinger: lets idle volumes keep their shared DATA lock for `linger` and
@@ -109,6 +118,8 @@ class VolumeState : public std::enable_shared_from_this<VolumeState> {
   Status Zero(uint64_t epoch, uint64_t off, uint64_t len, bool fua);
   Status Flush();
   Result<std::vector<Extent>> Map(uint64_t off, uint64_t len);
+  // See VolumeHandle::PlanRead: the guard is held only while planning.
+  Result<std::vector<ReadSegment>> PlanRead(uint64_t off, uint64_t len);
 
   // Reaper side: drops an idle shared lock once it has lingered long enough
   // (or at once with `force`). Returns true while it should be looked at again.
