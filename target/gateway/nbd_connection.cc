@@ -1,6 +1,7 @@
 #include "target/gateway/nbd_connection.h"
 
 #include <poll.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -199,6 +200,7 @@ void NbdConnection::Execute(const Request& req, Buffer* buf, bool batch) {
   const bool fua = req.flags & nbd::kCmdFlagFua;
   switch (req.type) {
     case nbd::kCmdRead:
+      if (opts_.zero_copy_min != 0 && req.length >= opts_.zero_copy_min && TrySendPlannedRead(req, batch)) return;
       buf->Resize(req.length);
       st = handle_->Read(req.offset, req.length, buf->data());
       if (st.ok()) {
@@ -342,6 +344,79 @@ void NbdConnection::QueueReply(const Request& req, Buffer* data, bool batch) {
   SendIov(iov, data ? 2 : 1);
 }
 
+bool NbdConnection::TrySendPlannedRead(const Request& req, bool batch) {
+  auto plan = handle_->PlanRead(req.offset, req.length);
+  if (!plan.ok()) {
+    if (plan.status().code() == Status::Code::kConflict) return false;  // not plannable: pread path
+    log_.Debug("client " + peer_ + ": read failed: " + plan.status().ToString());
+    ReplyError(req, NbdErrorFor(plan.status()), plan.status().message());
+    return true;
+  }
+  uint8_t hdr[32];
+  size_t hlen;
+  if (session_.structured) {
+    nbd::EncodeStructuredHeader({nbd::kReplyFlagDone, nbd::kReplyTypeOffsetData, req.cookie,
+                                 static_cast<uint32_t>(8 + req.length)},
+                                hdr);
+    nbd::Put64(hdr + nbd::kStructuredReplyHeaderSize, req.offset);
+    hlen = nbd::kStructuredReplyHeaderSize + 8;
+  } else {
+    nbd::EncodeSimpleReply({0, req.cookie}, hdr);
+    hlen = nbd::kSimpleReplySize;
+  }
+  std::lock_guard<std::mutex> l(send_mu_);
+  bool ok;
+  if (batch) {  // replies batched so far go out first, in the same sendmsg as this header
+    iov_.push_back({hdr, hlen});
+    ok = SendIov(iov_.data(), static_cast<int>(iov_.size()), MSG_MORE);
+    iov_.clear();
+    batched_ = 0;
+  } else {
+    struct iovec iov = {hdr, hlen};
+    ok = SendIov(&iov, 1, MSG_MORE);
+  }
+  const auto& segs = plan.value();
+  for (size_t i = 0; ok && i < segs.size(); ++i) {
+    const bool more = i + 1 < segs.size();
+    if (segs[i].kind == store::ReadSegment::Kind::kFile) {
+      ok = SendFileRange(segs[i].fd.get(), segs[i].file_offset, segs[i].length, more);
+    } else {
+      ok = SendZeros(segs[i].length, more);
+    }
+  }
+  // A failure after the header leaves the stream mid-reply: the connection
+  // was shut down by the failing send; never send a second header.
+  return true;
+}
+
+bool NbdConnection::SendFileRange(int fd, uint64_t off, uint64_t len, bool more) {
+  auto pos = static_cast<off_t>(off);
+  while (len > 0) {
+    if (dead_) return false;
+    ssize_t w = ::sendfile(fd_, fd, &pos, std::min<uint64_t>(len, 1u << 30));
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      // EAGAIN: the send timeout (SO_SNDTIMEO) expired, as in SendIov.
+      log_.Warn("client " + peer_ + ": sendfile failed: " + std::strerror(errno) + "; closing");
+      Shutdown();
+      return false;
+    }
+    if (w == 0) return SendZeros(len, more);  // the file was truncated meanwhile: the rest reads as zeros
+    len -= static_cast<uint64_t>(w);
+  }
+  return true;
+}
+
+bool NbdConnection::SendZeros(uint64_t len, bool more) {
+  while (len > 0) {
+    uint64_t n = std::min<uint64_t>(len, zeros_->size());
+    struct iovec iov = {const_cast<char*>(zeros_->data()), n};
+    if (!SendIov(&iov, 1, (more || n < len) ? MSG_MORE : 0)) return false;
+    len -= n;
+  }
+  return true;
+}
+
 void NbdConnection::FlushBatch() {
   if (batched_ == 0) return;
   {
@@ -352,13 +427,13 @@ void NbdConnection::FlushBatch() {
   batched_ = 0;
 }
 
-bool NbdConnection::SendIov(struct iovec* iov, int n) {
+bool NbdConnection::SendIov(struct iovec* iov, int n, int flags) {
   if (dead_) return false;
   while (n > 0) {
     struct msghdr mh = {};
     mh.msg_iov = iov;
     mh.msg_iovlen = static_cast<size_t>(n);
-    ssize_t w = ::sendmsg(fd_, &mh, MSG_NOSIGNAL);
+    ssize_t w = ::sendmsg(fd_, &mh, MSG_NOSIGNAL | flags);
     if (w < 0) {
       if (errno == EINTR) continue;
       log_.Warn("client " + peer_ + ": send failed: " + std::strerror(errno) + "; closing");

@@ -7,7 +7,10 @@
 // decodes them and runs small ones inline (their replies are sent in batches
 // with one sendmsg), large ones and FLUSH go to the shared WorkerPool, so
 // replies may come out of order. Every reply is written whole under the
-// connection's send mutex. Errors from the store become NBD errors (a fenced
+// connection's send mutex. READs of Options::zero_copy_min bytes and more are
+// sent with sendfile() from the chunk files (the volume's I/O guard is not
+// held while sending); an error after a reply's header went out closes the
+// connection, never a second header. Errors from the store become NBD errors (a fenced
 // write is EPERM and writes nothing). Run() returns only once no task of this
 // connection is running; it closes the socket. No lock is shared between
 // connections on the I/O path.
@@ -44,6 +47,10 @@ class NbdConnection : public std::enable_shared_from_this<NbdConnection> {
     // so the file system's per-write cost is spread over several threads.
     uint32_t inline_write_max = 0;
     FaultInjector* faults = nullptr;  // test/debug fault injection (fault_injector.h); may be null
+    // READs of at least this many bytes are sent without copying: header, then
+    // each segment of VolumeHandle::PlanRead with sendfile() (zeros with send).
+    // 0 turns it off (every READ is pread into a buffer, then sent).
+    uint32_t zero_copy_min = 64 * 1024;
   };
 
   // Takes ownership of `fd`. `zeros` is a read-only buffer of zero bytes
@@ -74,7 +81,14 @@ class NbdConnection : public std::enable_shared_from_this<NbdConnection> {
   void ReplyError(const nbd::Request& req, uint32_t err, const std::string& msg);
   void QueueReply(const nbd::Request& req, nbd::Buffer* data, bool batch);
   void FlushBatch();
-  bool SendIov(struct iovec* iov, int n);  // caller holds send_mu_
+  bool SendIov(struct iovec* iov, int n, int flags = 0);  // caller holds send_mu_
+  // Zero-copy READ reply (see Options::zero_copy_min). False when the range
+  // cannot be planned (the caller falls back to Read); otherwise the reply,
+  // an error reply, or a closed connection has happened.
+  bool TrySendPlannedRead(const nbd::Request& req, bool batch);
+  // Caller holds send_mu_; false when the connection is broken (and shut down).
+  bool SendFileRange(int fd, uint64_t off, uint64_t len, bool more);
+  bool SendZeros(uint64_t len, bool more);
 
   nbd::Buffer TakeBuffer();
   void GiveBuffer(nbd::Buffer b);
