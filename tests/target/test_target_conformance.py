@@ -64,7 +64,10 @@ def test_iscsi_test_cu_through_ferry_target_and_gateway(procs, tmp_path):
         print(f"cu-score: {summary}")
         assert theirs == res, "runner and cu-score disagree"
     with open(log, errors="replace") as f:
-        tail = f.read()[-3000:]
+        raw = f.read()
+    with open(slog, errors="replace") as f:
+        assert f.read().replace("\n", "") == raw.replace("\n", ""), "the scored log must only add newlines"
+    tail = raw[-3000:]
     assert len(res) >= MIN_TESTS, "iscsi-test-cu ran too few tests:\n" + tail
     assert c["FAIL"] == 0, sorted(k for k, v in res.items() if v == "FAIL")
     assert c["PASS"] >= TGT_PASS
