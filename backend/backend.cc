@@ -591,14 +591,18 @@ Result<LunPlacement> Backend::AddLunLocked(const db::VolumeRow& v, const db::Tar
     spec.epoch = epoch;
     spec.switchable = false;
   } else {
-    auto placed = PlaceGateway();
-    if (!placed.ok()) return placed.status();
     gw = v.preferred_gw;
     bool gw_online = false;
     for (auto& g : *gws) gw_online = gw_online || g.addr == gw;
     auto fixed = FixedMode();
-    if (fixed.ok() && !fixed->empty()) gw = *fixed;
-    else if (!gw_online) gw = *placed;
+    if (fixed.ok() && !fixed->empty()) {
+      gw = *fixed;
+    } else if (!gw_online) {
+      // Placement counts every volume: only when the preferred gateway is not there.
+      auto placed = PlaceGateway();
+      if (!placed.ok()) return placed.status();
+      gw = *placed;
+    }
     if (!dead.empty()) {
       // Evacuate: fence the dead target's writes before anyone else serves it.
       int64_t dead_epoch = 0;

@@ -1,5 +1,9 @@
 #include "backend/json.h"
 
+#include <cctype>
+#include <cstdio>
+#include <cstring>
+
 #include <Poco/JSON/Parser.h>
 #include <Poco/JSON/Stringifier.h>
 
@@ -84,6 +88,149 @@ int64_t IntOr(const JObj& o, const std::string& k, int64_t def) {
   } catch (...) {
     return def;
   }
+}
+
+namespace {
+
+// A strict JSON skipper (RFC 8259 structure; string escapes are only stepped
+// over), used to split a peer's answer without building a DOM.
+class Skipper {
+ public:
+  explicit Skipper(const std::string& s) : s_(s) {}
+  size_t pos = 0;
+  void Ws() {
+    while (pos < s_.size() && (s_[pos] == ' ' || s_[pos] == '\n' || s_[pos] == '\r' || s_[pos] == '\t')) ++pos;
+  }
+  bool At(char c) {
+    Ws();
+    return pos < s_.size() && s_[pos] == c;
+  }
+  bool Eat(char c) {
+    if (!At(c)) return false;
+    ++pos;
+    return true;
+  }
+  // A string; its raw text (between the quotes) into *raw when given.
+  bool String(std::string* raw = nullptr) {
+    if (!At('"')) return false;
+    size_t start = ++pos;
+    while (pos < s_.size()) {
+      unsigned char c = static_cast<unsigned char>(s_[pos++]);
+      if (c == '\\') {
+        if (pos >= s_.size()) return false;
+        ++pos;
+      } else if (c == '"') {
+        if (raw) *raw = s_.substr(start, pos - 1 - start);
+        return true;
+      } else if (c < 0x20) {
+        return false;
+      }
+    }
+    return false;
+  }
+  bool Value(int depth = 0) {
+    if (depth > 64) return false;
+    Ws();
+    if (pos >= s_.size()) return false;
+    char c = s_[pos];
+    if (c == '"') return String();
+    if (c == '{' || c == '[') {
+      char close = c == '{' ? '}' : ']';
+      ++pos;
+      if (Eat(close)) return true;
+      for (;;) {
+        if (c == '{' && !(String() && Eat(':'))) return false;
+        if (!Value(depth + 1)) return false;
+        if (Eat(',')) continue;
+        return Eat(close);
+      }
+    }
+    for (const char* lit : {"true", "false", "null"}) {
+      size_t n = std::strlen(lit);
+      if (s_.compare(pos, n, lit) == 0) {
+        pos += n;
+        return true;
+      }
+    }
+    size_t start = pos;
+    if (pos < s_.size() && s_[pos] == '-') ++pos;
+    if (pos >= s_.size() || !std::isdigit(static_cast<unsigned char>(s_[pos]))) return false;
+    while (pos < s_.size() && (std::isdigit(static_cast<unsigned char>(s_[pos])) || s_[pos] == '.' ||
+                               s_[pos] == 'e' || s_[pos] == 'E' || s_[pos] == '+' || s_[pos] == '-'))
+      ++pos;
+    return pos > start;
+  }
+
+ private:
+  const std::string& s_;
+};
+
+std::string JsonString(const std::string& v) {
+  std::string o = "\"";
+  for (unsigned char c : v) {
+    if (c == '"' || c == '\\') {
+      o += '\\';
+      o += static_cast<char>(c);
+    } else if (c < 0x20) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", c);
+      o += buf;
+    } else {
+      o += static_cast<char>(c);
+    }
+  }
+  return o + "\"";
+}
+
+}  // namespace
+
+bool AppendObjectsWithField(const std::string& body, const std::string& key, const std::string& field,
+                            const std::string& value, std::string* out, bool* first) {
+  Skipper sk(body);
+  if (!sk.Eat('{')) return false;
+  const std::string extra = JsonString(field) + ":" + JsonString(value);
+  std::string rows;
+  bool found = false, my_first = *first;
+  if (!sk.Eat('}')) {
+    for (;;) {
+      std::string k;
+      if (!sk.String(&k) || !sk.Eat(':')) return false;
+      if (k == key && !found && sk.At('[')) {
+        found = true;
+        sk.Eat('[');
+        if (!sk.Eat(']')) {
+          for (;;) {
+            if (!sk.At('{')) return false;
+            size_t start = sk.pos;
+            if (!sk.Value()) return false;
+            // body[start .. sk.pos) is one object ending in '}'.
+            std::string obj = body.substr(start, sk.pos - start - 1);
+            size_t last = obj.find_last_not_of(" \n\r\t");
+            bool empty = last == 0;  // only the '{'
+            if (!my_first) rows += ',';
+            my_first = false;
+            rows += obj.substr(0, last + 1);
+            rows += empty ? "" : ",";
+            rows += extra;
+            rows += '}';
+            if (sk.Eat(',')) continue;
+            if (!sk.Eat(']')) return false;
+            break;
+          }
+        }
+      } else if (!sk.Value()) {
+        return false;
+      }
+      if (sk.Eat(',')) continue;
+      if (!sk.Eat('}')) return false;
+      break;
+    }
+  }
+  sk.Ws();
+  if (!found || sk.pos != body.size()) return false;
+  *out += rows;
+  *first = my_first;
+  return true;
 }
 
 }  // namespace ferry::backend

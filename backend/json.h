@@ -33,4 +33,13 @@ Result<JObj> GetObj(const JObj& o, const std::string& k);  // null Ptr when abse
 std::string StrOr(const JObj& o, const std::string& k, const std::string& def = "");
 int64_t IntOr(const JObj& o, const std::string& k, int64_t def = 0);
 
+// Fast path for large peer answers (no Poco parse): appends to *out each
+// object of the array member `key` of the JSON object `body`, with
+// `"field":"value"` added as its last member, separated by commas (*first
+// tells whether *out has no element yet; it is updated). Returns false and
+// appends nothing when `body` is not an object whose `key` member is an array
+// of objects (a malformed body is never copied half-way).
+bool AppendObjectsWithField(const std::string& body, const std::string& key, const std::string& field,
+                            const std::string& value, std::string* out, bool* first);
+
 }  // namespace ferry::backend

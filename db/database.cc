@@ -86,6 +86,12 @@ CREATE TABLE chap(
   created INTEGER NOT NULL);
 CREATE INDEX attachments_target ON attachments(target);
 )sql",
+    // 5: indexes for the per-call queries at 10,000 volumes: placement counts
+    // volumes per gateway, the gateway maps count LUNs per gateway.
+    R"sql(
+CREATE INDEX volumes_gateway ON volumes(preferred_gw);
+CREATE INDEX luns_gateway ON luns(gateway, volume);
+)sql",
 };
 static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) == kSchemaVersion);
 

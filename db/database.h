@@ -29,7 +29,7 @@ struct sqlite3_stmt;
 namespace ferry::db {
 
 // Latest schema version this code writes. Migrations 1..kSchemaVersion.
-inline constexpr int kSchemaVersion = 4;
+inline constexpr int kSchemaVersion = 5;
 
 struct VolumeRow {
   std::string name;

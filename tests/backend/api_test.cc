@@ -214,6 +214,28 @@ TEST_F(ApiTest, CompatShapes) {
   EXPECT_EQ(Call("DELETE", "/tgtmaster/register/gateway", "", true, {{"gateway", "127.0.0.1:8585:8686"}}).status, 404);
 }
 
+TEST(JsonSplice, AddsTheFieldToEveryRowAndRefusesMalformedBodies) {
+  std::string out = "[";
+  bool first = true;
+  ASSERT_TRUE(AppendObjectsWithField(R"({"other":{"volumes":1},"volumes":[{"a":"x\"}","b":[1,{"c":null}]}, {} ]})",
+                                     "volumes", "tgt", "127.0.0.2", &out, &first));
+  ASSERT_TRUE(AppendObjectsWithField(R"( {"volumes":[]} )", "volumes", "tgt", "127.0.0.3", &out, &first));
+  ASSERT_TRUE(AppendObjectsWithField(R"({"volumes":[{"a":-1.5e3}]})", "volumes", "tgt", "127.0.0.4", &out, &first));
+  out += "]";
+  EXPECT_EQ(out, R"([{"a":"x\"}","b":[1,{"c":null}],"tgt":"127.0.0.2"},{"tgt":"127.0.0.2"},{"a":-1.5e3,"tgt":"127.0.0.4"}])");
+  auto parsed = ParseObject("{\"rows\":" + out + "}");
+  EXPECT_TRUE(parsed.ok()) << out;
+  for (const char* bad : {"", "[]", R"({"volumes":{}})", R"({"volumes":[1]})", R"({"volumes":[{"a":}]})",
+                          R"({"volumes":[{"a":1}])", R"({"volumes":[{"a":1}]} x)", R"({"volumes":[{"a":tru}]})",
+                          R"({"x":1})", R"({"volumes":[{"a":"unterminated}]})"}) {
+    std::string o = "[";
+    bool f = true;
+    EXPECT_FALSE(AppendObjectsWithField(bad, "volumes", "tgt", "ip", &o, &f)) << bad;
+    EXPECT_EQ(o, "[");
+    EXPECT_TRUE(f);
+  }
+}
+
 TEST_F(ApiTest, EventsAndMetrics) {
   Cluster();
   ASSERT_EQ(Call("POST", "/v1/volumes", R"({"name":"v","size_gb":1})").status, 201);
