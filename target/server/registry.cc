@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <optional>
 
 #include "target/scsi/target.h"
 
@@ -95,25 +96,62 @@ void Registry::OverlayLive(ServerState* s) const {
   }
 }
 
+struct Registry::Writer {
+  const std::function<Status(ServerState&)>* edit;
+  const std::function<void()>* apply;
+  Status result;
+  bool done = false;
+  std::condition_variable cv;
+};
+
 Status Registry::Mutate(const std::function<Status(ServerState&)>& edit,
                         const std::function<void()>& apply) {
-  std::lock_guard<std::mutex> pl(persist_mu_);
-  ServerState next;
+  Writer w;
+  w.edit = &edit;
+  w.apply = &apply;
+  std::unique_lock<std::mutex> q(queue_mu_);
+  writers_.push_back(&w);
+  while (!w.done && writers_.front() != &w) w.cv.wait(q);
+  if (w.done) return w.result;  // a leader saved (or refused) it for us
+  // Leader: every writer queued now joins this save.
+  std::vector<Writer*> batch(writers_.begin(), writers_.end());
+  q.unlock();
   {
-    std::shared_lock<std::shared_mutex> l(mu_);
-    next = state_;
-    OverlayLive(&next);
+    std::lock_guard<std::mutex> pl(persist_mu_);
+    ServerState next;
+    {
+      std::shared_lock<std::shared_mutex> l(mu_);
+      next = state_;
+      OverlayLive(&next);
+    }
+    std::vector<Writer*> edited;
+    for (Writer* x : batch) {
+      x->result = (*x->edit)(next);
+      if (x->result.ok()) edited.push_back(x);
+    }
+    if (!edited.empty()) {
+      Status st = file_->Save(next);
+      if (!st.ok()) {
+        opts_.log.Error("cannot persist the state, change refused: " + st.ToString());
+        for (Writer* x : edited) x->result = Status::Internal("cannot persist the state: " + st.message());
+      } else {
+        std::unique_lock<std::shared_mutex> l(mu_);
+        state_ = std::move(next);
+        for (Writer* x : edited)
+          if (*x->apply) (*x->apply)();
+      }
+    }
   }
-  FERRY_RETURN_IF_ERROR(edit(next));
-  Status st = file_->Save(next);
-  if (!st.ok()) {
-    opts_.log.Error("cannot persist the state, change refused: " + st.ToString());
-    return Status::Internal("cannot persist the state: " + st.message());
+  q.lock();
+  for (Writer* x : batch) {
+    writers_.pop_front();
+    if (x != &w) {
+      x->done = true;
+      x->cv.notify_one();
+    }
   }
-  std::unique_lock<std::shared_mutex> l(mu_);
-  state_ = std::move(next);
-  if (apply) apply();
-  return Status::Ok();
+  if (!writers_.empty()) writers_.front()->cv.notify_one();
+  return w.result;
 }
 
 Status Registry::SaveCurrent() {
@@ -217,24 +255,22 @@ Result<TargetSpec> Registry::CreateTarget(const std::string& iqn, bool open, con
   FERRY_RETURN_IF_ERROR(ValidateIqn(iqn));
   FERRY_RETURN_IF_ERROR(ValidateAcl(acl));
   FERRY_RETURN_IF_ERROR(ValidateChap(chap));
-  std::lock_guard<std::mutex> al(admin_mu_);
-  {
-    std::shared_lock<std::shared_mutex> l(mu_);
-    auto it = state_.targets.find(iqn);
-    if (it != state_.targets.end()) {
-      const TargetSpec& t = it->second;
-      if (t.open == open && t.acl == acl && t.chap == chap) return t;
-      return Status::AlreadyExists("target " + iqn + " exists with other settings");
-    }
-  }
   TargetSpec t;
   t.iqn = iqn;
   t.open = open;
   t.acl = acl;
   t.chap = chap;
+  // Not under admin_mu_: concurrent creations share one state write (Mutate);
+  // the edit itself decides whether the iqn exists, on the newest state.
+  std::optional<TargetSpec> existing;
   auto scsi = NewScsiTarget(iqn);
   Status st = Mutate(
       [&](ServerState& s) {
+        auto it = s.targets.find(iqn);
+        if (it != s.targets.end()) {
+          existing = it->second;
+          return Status::AlreadyExists("target " + iqn + " exists with other settings");
+        }
         std::set<uint32_t> used;
         for (const auto& [k, v] : s.targets) used.insert(v.tid);
         uint32_t tid = 1;
@@ -245,6 +281,10 @@ Result<TargetSpec> Registry::CreateTarget(const std::string& iqn, bool open, con
         return Status::Ok();
       },
       [&] { live_[iqn].scsi = scsi; });
+  if (existing) {
+    if (existing->open == open && existing->acl == acl && existing->chap == chap) return *existing;
+    return Status::AlreadyExists("target " + iqn + " exists with other settings");
+  }
   if (!st.ok()) return st;
   *created = true;
   opts_.log.Info("target " + iqn + " created (tid " + std::to_string(t.tid) + (open ? ", open" : "") + ")");
@@ -252,7 +292,6 @@ Result<TargetSpec> Registry::CreateTarget(const std::string& iqn, bool open, con
 }
 
 Status Registry::DeleteTarget(const std::string& iqn) {
-  std::lock_guard<std::mutex> al(admin_mu_);
   Live gone;
   Status st = Mutate(
       [&](ServerState& s) {
@@ -280,7 +319,6 @@ Status Registry::DeleteTarget(const std::string& iqn) {
 
 Status Registry::SetAcl(const std::string& iqn, const Acl& acl) {
   FERRY_RETURN_IF_ERROR(ValidateAcl(acl));
-  std::lock_guard<std::mutex> al(admin_mu_);
   return Mutate([&](ServerState& s) {
     auto it = s.targets.find(iqn);
     if (it == s.targets.end()) return Status::NotFound("no target " + iqn);
@@ -291,7 +329,6 @@ Status Registry::SetAcl(const std::string& iqn, const Acl& acl) {
 
 Status Registry::SetChap(const std::string& iqn, const Chap& chap) {
   FERRY_RETURN_IF_ERROR(ValidateChap(chap));
-  std::lock_guard<std::mutex> al(admin_mu_);
   return Mutate([&](ServerState& s) {
     auto it = s.targets.find(iqn);
     if (it == s.targets.end()) return Status::NotFound("no target " + iqn);
@@ -336,8 +373,15 @@ Result<LunSpec> Registry::AddLun(const std::string& iqn, const LunRequest& req) 
   // Connect to the gateway outside every lock: other LUNs, logins and admin calls go on.
   uint32_t lun = spec.lun;
   auto opened = factory_->Open(spec, true, [this, iqn, lun](const VolumeChange& c) { OnVolumeChange(iqn, lun, c); });
-  std::lock_guard<std::mutex> al(admin_mu_);
-  pending_luns_.erase({iqn, lun});
+  // The number stays reserved until the LUN is in the state (or refused).
+  struct Unreserve {
+    Registry* r;
+    std::pair<std::string, uint32_t> key;
+    ~Unreserve() {
+      std::lock_guard<std::mutex> al(r->admin_mu_);
+      r->pending_luns_.erase(key);
+    }
+  } unreserve{this, {iqn, lun}};
   if (!opened.ok()) return opened.status();
   std::shared_ptr<Volume> vol = opened.value();
   spec.size = vol->size();
@@ -348,6 +392,9 @@ Result<LunSpec> Registry::AddLun(const std::string& iqn, const LunRequest& req) 
       [&](ServerState& s) {
         auto it = s.targets.find(iqn);
         if (it == s.targets.end()) return Status::NotFound("target " + iqn + " was deleted meanwhile");
+        for (const auto& [n, other] : it->second.luns)
+          if (other.volume == spec.volume)
+            return Status::Conflict("volume " + spec.volume + " is already lun " + std::to_string(n) + " of " + iqn);
         it->second.luns[lun] = spec;
         return Status::Ok();
       },
@@ -381,7 +428,22 @@ Result<LunSpec> Registry::AddLun(const std::string& iqn, const LunRequest& req) 
 }
 
 Status Registry::RemoveLun(const std::string& iqn, uint32_t lun) {
-  std::lock_guard<std::mutex> al(admin_mu_);
+  // The number is not handed out again until this LUN is gone from the SCSI
+  // target and closed (other changes go on meanwhile).
+  {
+    std::lock_guard<std::mutex> al(admin_mu_);
+    if (pending_luns_.count({iqn, lun}))  // being added (not there yet) or removed by another call
+      return Status::NotFound("no lun " + std::to_string(lun) + " in " + iqn + " (being added or removed)");
+    pending_luns_.insert({iqn, lun});
+  }
+  struct Unreserve {
+    Registry* r;
+    std::pair<std::string, uint32_t> key;
+    ~Unreserve() {
+      std::lock_guard<std::mutex> al(r->admin_mu_);
+      r->pending_luns_.erase(key);
+    }
+  } unreserve{this, {iqn, lun}};
   std::shared_ptr<Volume> vol;
   std::shared_ptr<scsi::Target> scsi;
   Status st = Mutate(

@@ -13,6 +13,7 @@
 #pragma once
 
 #include <condition_variable>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -117,9 +118,14 @@ class Registry : public iscsi::TargetDirectory {
   void OnVolumeChange(const std::string& iqn, uint32_t lun, const VolumeChange& c);
   // Copies the state, applies `edit` to the copy, saves it (with live gateway
   // and epoch values), then installs it and runs `apply` under the write lock.
-  // `apply` must be quick and cannot fail.
+  // `apply` must be quick and cannot fail; an `edit` that fails must leave the
+  // state it was given unchanged. Group commit (as LevelDB's writer queue):
+  // concurrent callers queue; the first one applies every queued edit in
+  // order to one copy and saves once for all of them, so N concurrent changes
+  // cost one state write, not N. Each caller gets its own edit's result.
   Status Mutate(const std::function<Status(ServerState&)>& edit,
                 const std::function<void()>& apply = nullptr);
+  struct Writer;
   Status SaveCurrent();
   void OverlayLive(ServerState* s) const;  // caller holds mu_ (shared)
   void StopVolume(const std::string& iqn, uint32_t lun, const std::shared_ptr<Volume>& v);
@@ -134,7 +140,10 @@ class Registry : public iscsi::TargetDirectory {
   mutable std::shared_mutex mu_;    // guards state_ and live_
   ServerState state_;
   std::map<std::string, Live> live_;
-  std::set<std::pair<std::string, uint32_t>> pending_luns_;  // being opened, under admin_mu_
+  // LUN numbers being opened or removed (not to be handed out), under admin_mu_.
+  std::set<std::pair<std::string, uint32_t>> pending_luns_;
+  std::mutex queue_mu_;             // guards writers_
+  std::deque<Writer*> writers_;     // Mutate callers; the front one is saving
 
   std::mutex persist_mu_;           // one Save at a time, always of the newest state
   std::mutex dirty_mu_;

@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <future>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -71,6 +72,55 @@ class RegistryTest : public ::testing::Test {
   FakeFactory factory_;
   std::unique_ptr<Registry> reg_;
 };
+
+// Group commit: concurrent changes share state writes, and every caller still
+// gets its own answer; the file holds all of them; same-iqn races give one target.
+TEST_F(RegistryTest, ConcurrentChangesAreAllPersistedWithDistinctTidsAndLuns) {
+  constexpr int kThreads = 16;
+  std::vector<std::thread> ts;
+  std::vector<Status> results(kThreads);
+  std::vector<uint32_t> luns(kThreads);
+  for (int i = 0; i < kThreads; ++i)
+    ts.emplace_back([&, i] {
+      std::string iqn = "iqn.2026-11.io.ferry:c" + std::to_string(i);
+      bool created = false;
+      auto t = reg_->CreateTarget(iqn, false, Acl{{"iqn.init:a"}, {}}, Chap{}, &created);
+      if (!t.ok() || !created) {
+        results[i] = t.ok() ? Status::Internal("not created") : t.status();
+        return;
+      }
+      auto l = reg_->AddLun(iqn, Req("cv" + std::to_string(i)));
+      if (l.ok()) luns[i] = l->lun;
+      results[i] = l.status();
+      // Everyone also races on one shared iqn: exactly one creates it.
+      bool c2 = false;
+      auto shared = reg_->CreateTarget("iqn.2026-11.io.ferry:shared", false, Acl{{"iqn.init:a"}, {}}, Chap{}, &c2);
+      if (!shared.ok()) results[i] = shared.status();
+    });
+  for (auto& t : ts) t.join();
+  std::set<uint32_t> tids;
+  for (int i = 0; i < kThreads; ++i) {
+    EXPECT_TRUE(results[i].ok()) << i << ": " << results[i].ToString();
+    EXPECT_EQ(luns[i], 1u);
+  }
+  ServerState disk = OnDisk();
+  EXPECT_EQ(disk.targets.size(), static_cast<size_t>(kThreads + 1));
+  for (auto& [iqn, t] : disk.targets) {
+    tids.insert(t.tid);
+    if (iqn != "iqn.2026-11.io.ferry:shared") {
+      EXPECT_EQ(t.luns.size(), 1u) << iqn;
+    }
+  }
+  EXPECT_EQ(tids.size(), static_cast<size_t>(kThreads + 1));
+  // Concurrent removals too; a second removal of the same LUN is "not found".
+  ts.clear();
+  for (int i = 0; i < kThreads; ++i)
+    ts.emplace_back([&, i] { results[i] = reg_->RemoveLun("iqn.2026-11.io.ferry:c" + std::to_string(i), 1); });
+  for (auto& t : ts) t.join();
+  for (int i = 0; i < kThreads; ++i) EXPECT_TRUE(results[i].ok()) << results[i].ToString();
+  EXPECT_EQ(reg_->RemoveLun("iqn.2026-11.io.ferry:c0", 1).code(), Status::Code::kNotFound);
+  for (auto& [iqn, t] : OnDisk().targets) EXPECT_TRUE(t.luns.empty()) << iqn;
+}
 
 TEST_F(RegistryTest, CreateTargetAssignsTidsAndIsIdempotent) {
   bool created = false;
