@@ -698,17 +698,16 @@ Status Backend::DelLunLocked(const db::VolumeRow& v, const db::LunRow& row) {
   for (auto& l : *all)
     if (l.target != row.target) others.push_back(l);
   if (online) {
-    Status s = peers_->TgtDeleteLun((*t)->admin, row.iqn, row.lun);
-    if (!IgnorableMissing(s)) return s;  // stays "removing"; the reconciler finishes it
     auto same = db_->LunsWithIqn(row.iqn);
+    if (!same.ok()) return same.status();
     bool last_on_target = true;
-    if (same.ok())
-      for (auto& l : *same)
-        if (l.target == row.target && l.volume != v.name) last_on_target = false;
-    if (last_on_target) {
-      s = peers_->TgtDeleteTarget((*t)->admin, row.iqn);
-      if (!IgnorableMissing(s)) logger_.Warn("delete target " + row.iqn + ": " + s.ToString());
-    }
+    for (auto& l : *same)
+      if (l.target == row.target && l.volume != v.name) last_on_target = false;
+    // The last LUN of an iSCSI target goes with the target (one state change
+    // at the target instead of two); otherwise only the LUN.
+    Status s = last_on_target ? peers_->TgtDeleteTarget((*t)->admin, row.iqn)
+                              : peers_->TgtDeleteLun((*t)->admin, row.iqn, row.lun);
+    if (!IgnorableMissing(s)) return s;  // stays "removing"; the reconciler finishes it
   } else {
     // The target is gone (evacuate): fence its writes unless a newer epoch already did.
     bool fenced = false;

@@ -416,7 +416,9 @@ TEST_F(BackendTest, MoveLunIsAddThenDelete) {
   ASSERT_EQ(luns.size(), 1u);
   EXPECT_EQ(luns[0].target, "127.0.0.3");
   EXPECT_TRUE(luns[0].switchable);
-  EXPECT_LT(peers_.IndexOf("tgt.addlun 127.0.0.3"), peers_.IndexOf("tgt.dellun 127.0.0.2"));
+  // The source's last LUN goes with its iSCSI target, after the destination has it.
+  EXPECT_LT(peers_.IndexOf("tgt.addlun 127.0.0.3"), peers_.IndexOf("tgt.delete 127.0.0.2"));
+  EXPECT_EQ(peers_.tgts["127.0.0.2:8890"].tids.count("iqn.2026-11.io.ferry:v"), 0u);
   // A failed add leaves the source untouched.
   peers_.fail_next = "tgt.addlun";
   EXPECT_FALSE(be_->MoveLun("v", "127.0.0.2").ok());
