@@ -320,8 +320,9 @@ void RegisterCompatRoutes(HttpServer& server, Backend& b, const ApiOptions& opts
   }
 
   server.Route("GET", "/tgtmaster/volume/status", [&b](const HttpRequest& r) {
-    auto bodies = b.TargetStatusBodies();
-    if (!bodies.ok()) return Fail(bodies.status());
+    auto shared = b.SharedTargetStatus();
+    if (!shared.ok()) return Fail(shared.status());
+    const Backend::Bodies* bodies = shared->get();
     if (!Pretty(r)) {
       // Fast path: the targets' rows are spliced as they come (their field
       // order is the original's) with "tgt" added; no DOM is built. A body

@@ -1173,6 +1173,41 @@ Result<std::vector<std::pair<std::string, std::string>>> Backend::TargetStatusBo
   return FromOnlineTargets("status", [this](const std::string& admin) { return peers_->TgtStatusJson(admin); });
 }
 
+Result<std::shared_ptr<const Backend::Bodies>> Backend::SharedTargetStatus() {
+  using Clock = std::chrono::steady_clock;
+  const auto asked = Clock::now();
+  std::unique_lock<std::mutex> l(status_mu_);
+  if (status_cache_ && asked - status_at_ <= opts_.status_max_age) return status_cache_;
+  while (status_fetching_) {
+    uint64_t gen = status_gen_;
+    ++status_waiters_;
+    bool moved = status_cv_.wait_for(l, opts_.peer_timeout + std::chrono::seconds(1),
+                                     [&] { return status_gen_ != gen; });
+    --status_waiters_;
+    if (!moved) break;  // the round in progress is stuck: do our own
+    // A round that finished after we asked answers us too.
+    if (status_cache_ && status_at_ >= asked) return status_cache_;
+  }
+  status_fetching_ = true;
+  l.unlock();
+  auto r = TargetStatusBodies();
+  l.lock();
+  status_fetching_ = false;
+  ++status_gen_;
+  if (r.ok()) {
+    status_cache_ = std::make_shared<const Bodies>(std::move(r).value());
+    status_at_ = Clock::now();
+  }
+  status_cv_.notify_all();
+  if (!r.ok()) return r.status();
+  return status_cache_;
+}
+
+int Backend::StatusWaiters() {
+  std::lock_guard<std::mutex> l(status_mu_);
+  return status_waiters_;
+}
+
 Result<std::vector<std::pair<std::string, std::string>>> Backend::TargetSessionBodies() {
   return FromOnlineTargets("sessions", [this](const std::string& admin) { return peers_->TgtSessionsJson(admin); });
 }

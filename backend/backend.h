@@ -42,6 +42,11 @@ struct BackendOptions {
   std::string discovery_chap_user, discovery_chap_secret;
   // Connector host name -> target IP, for targets that do not report a host.
   std::map<std::string, std::string> target_hosts;
+  // Per-volume counters (volume/status) may be this old; concurrent requests
+  // always share one round of target calls. 0 = coalesce only.
+  std::chrono::milliseconds status_max_age{500};
+  // Upper bound of one round of target calls (waiters give up after it).
+  std::chrono::milliseconds peer_timeout{10000};
 };
 
 // Serialises work per key (volume name) without one global lock.
@@ -174,8 +179,14 @@ class Backend {
 
   // Queries.
   Result<Stats> GetStats();
-  // Every online target's GET /v1/status rows (raw JSON objects) with "tgt" added.
+  // Every online target's GET /v1/status body (raw JSON), tagged with its IP.
   Result<std::vector<std::pair<std::string, std::string>>> TargetStatusBodies();
+  using Bodies = std::vector<std::pair<std::string, std::string>>;
+  // The same, coalesced: callers arriving while a round of target calls is
+  // under way share its answer; an answer younger than status_max_age is reused.
+  Result<std::shared_ptr<const Bodies>> SharedTargetStatus();
+  // Callers waiting for a round in progress (tests, metrics).
+  int StatusWaiters();
   Result<std::vector<std::pair<std::string, std::string>>> TargetSessionBodies();
 
   // Compares the map with what gateways and targets report and converges.
@@ -220,6 +231,13 @@ class Backend {
   Logger logger_;
   KeyedLocks locks_;
   std::mutex reconcile_mu_;
+  std::mutex status_mu_;
+  std::condition_variable status_cv_;
+  bool status_fetching_ = false;
+  int status_waiters_ = 0;
+  uint64_t status_gen_ = 0;
+  std::chrono::steady_clock::time_point status_at_{};
+  std::shared_ptr<const Bodies> status_cache_;
   std::mutex beats_mu_;
   std::map<std::string, std::chrono::steady_clock::time_point> beats_;  // "t:ip" / "g:addr"
   std::chrono::steady_clock::time_point started_;

@@ -36,6 +36,7 @@ const char* kUsage = R"(usage: ferry-backend [--config FILE] [flags]
   --chap on|off           attachments get generated CHAP credentials (default on)
   --discovery-chap-user U --discovery-chap-secret S   discovery CHAP the targets use (reported to os-brick)
   --target-hosts H=IP,... connector host name -> target IP, for targets that do not report their host
+  --status-max-age-ms N   volume/status may reuse an answer this old (default 500; 0 = only coalesce)
   --log-level L           debug|info|warn|error
 )";
 
@@ -54,7 +55,7 @@ int main(int argc, char** argv) {
                             {"db", "listen", "token", "tls-cert", "tls-key", "kafka-brokers", "kafka-topic",
                              "http-threads", "http-queue", "iqn-prefix", "heartbeat-miss", "heartbeat-period-ms",
                              "reconcile-interval", "peer-timeout-ms", "capacity-gb", "log-level", "crash-at", "chap",
-                             "discovery-chap-user", "discovery-chap-secret", "target-hosts"});
+                             "discovery-chap-user", "discovery-chap-secret", "target-hosts", "status-max-age-ms"});
   if (!st.ok()) {
     std::cerr << "ferry-backend: " << st.message() << "\n" << kUsage;
     return 2;
@@ -103,13 +104,16 @@ int main(int argc, char** argv) {
   }
   log.Info("map " + db_path + " at schema version " + std::to_string((*db)->version()));
   backend::EventLog events(db->get());
-  backend::HttpPeerApi peers(token, std::chrono::milliseconds(num("peer_timeout_ms", 10000, 100, 600000)));
+  const std::chrono::milliseconds peer_timeout(num("peer_timeout_ms", 10000, 100, 600000));
+  backend::HttpPeerApi peers(token, peer_timeout);
   backend::BackendOptions bo;
   bo.iqn_prefix = cfg.Get("backend", "iqn_prefix", "iqn.2026-11.io.ferry");
   bo.heartbeat_miss = static_cast<int>(num("heartbeat_miss", 3, 1, 1000));
   bo.heartbeat_period = std::chrono::milliseconds(num("heartbeat_period_ms", 5000, 50, 3600000));
   bo.capacity_bytes = num("capacity_gb", 0, 0, 1LL << 30) << 30;
   bo.crash_at = cfg.Get("backend", "crash_at", "");
+  bo.peer_timeout = peer_timeout;
+  bo.status_max_age = std::chrono::milliseconds(num("status_max_age_ms", 500, 0, 60000));
   {
     std::string chap = cfg.Get("backend", "chap", "on");
     if (chap == "on" || chap == "true" || chap == "yes" || chap == "1") {

@@ -5,6 +5,9 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
 #include <filesystem>
 #include <thread>
 
@@ -401,6 +404,50 @@ TEST_F(BackendTest, AttachPlacementByIpThenHostThenLoad) {
   EXPECT_EQ(be_->Attach("v7", Connector{"", "compute4.example", "iqn.x:a", "{}"}).status().code(),
             Status::Code::kUnavailable);
   EXPECT_TRUE(db_->AttachmentsOf("v7")->empty());
+}
+
+TEST_F(BackendTest, VolumeStatusRoundsAreSharedAndReusedWhileFresh) {
+  BackendOptions o;
+  o.status_max_age = std::chrono::milliseconds(0);  // coalesce only
+  Reopen(o);
+  Cluster();
+  std::mutex m;
+  std::condition_variable cv;
+  bool release = false;
+  std::atomic<int> entered{0};
+  peers_.before_status_json = [&] {
+    ++entered;
+    std::unique_lock<std::mutex> l(m);
+    cv.wait_for(l, std::chrono::seconds(20), [&] { return release; });
+  };
+  std::vector<std::thread> ts;
+  std::atomic<int> ok{0};
+  ts.emplace_back([&] { ok += be_->SharedTargetStatus().ok(); });
+  auto until = [](const std::function<bool()>& f) {
+    auto end = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (!f() && std::chrono::steady_clock::now() < end) std::this_thread::yield();
+    return f();
+  };
+  ASSERT_TRUE(until([&] { return entered.load() == 1; }));
+  for (int i = 0; i < 7; ++i) ts.emplace_back([&] { ok += be_->SharedTargetStatus().ok(); });
+  ASSERT_TRUE(until([&] { return be_->StatusWaiters() == 7; }));
+  {
+    std::lock_guard<std::mutex> l(m);
+    release = true;
+  }
+  cv.notify_all();
+  for (auto& t : ts) t.join();
+  EXPECT_EQ(ok.load(), 8);
+  EXPECT_EQ(peers_.Count("tgt.status"), 2);  // one round: one call per target, for all eight
+  // Coalesce only: a later caller does a new round.
+  ASSERT_TRUE(be_->SharedTargetStatus().ok());
+  EXPECT_EQ(peers_.Count("tgt.status"), 4);
+  // With a max age, a fresh answer is reused.
+  o.status_max_age = std::chrono::milliseconds(60000);
+  Reopen(o);
+  ASSERT_TRUE(be_->SharedTargetStatus().ok());
+  ASSERT_TRUE(be_->SharedTargetStatus().ok());
+  EXPECT_EQ(peers_.Count("tgt.status"), 6);
 }
 
 TEST_F(BackendTest, MoveLunIsAddThenDelete) {

@@ -2,6 +2,7 @@
 // test; the real gateways and targets are exercised by tests/backend/*.py).
 #pragma once
 
+#include <functional>
 #include <map>
 #include <mutex>
 #include <set>
@@ -214,7 +215,9 @@ class FakePeers : public PeerApi {
     tgts[a].fixed.clear();
     return Status::Ok();
   }
+  std::function<void()> before_status_json;  // test hook, called outside the lock
   Result<std::string> TgtStatusJson(const std::string& a) override {
+    if (before_status_json) before_status_json();
     auto st = TgtStatus(a);
     if (!st.ok()) return st.status();
     std::string out = "{\"volumes\":[";
