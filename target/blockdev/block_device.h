@@ -15,8 +15,10 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <vector>
 
+#include "target/common/spliced_data.h"
 #include "target/common/status.h"
 
 namespace ferry::blockdev {
@@ -37,6 +39,12 @@ class BlockDevice {
   virtual bool read_only() const { return false; }
 
   virtual void Read(uint64_t offset, uint32_t length, char* buf, Callback cb) = 0;
+  // Zero-copy read: on success the callback gets the payload held in a pipe
+  // (target/common/spliced_data.h), to be spliced to a socket. Returns false
+  // without calling anything when this device cannot do it for this request;
+  // the caller then uses Read().
+  using SplicedCallback = std::function<void(Status, std::shared_ptr<SplicedData>)>;
+  virtual bool ReadSpliced(uint64_t /*offset*/, uint32_t /*length*/, SplicedCallback /*cb*/) { return false; }
   virtual void Write(uint64_t offset, uint32_t length, const char* buf, bool fua, Callback cb) = 0;
   virtual void Flush(Callback cb) = 0;
   virtual void Trim(uint64_t offset, uint32_t length, Callback cb) = 0;

@@ -93,6 +93,7 @@ class GatewayBlockDevice::Impl {
     uint32_t length = 0;
     const char* wbuf = nullptr;
     char* rbuf = nullptr;
+    SplicedData* sdest = nullptr;  // a spliced read's pipe (owned by cb)
     Callback cb;
     Clock::time_point issued;
     Clock::time_point retry_deadline;
@@ -199,7 +200,7 @@ class GatewayBlockDevice::Impl {
 
   // ---- submission
   void Submit(uint16_t type, uint16_t flags, uint64_t offset, uint32_t length, const char* wbuf, char* rbuf,
-              Callback cb) {
+              Callback cb, SplicedData* sdest = nullptr) {
     auto op = std::make_shared<Op>();
     op->type = type;
     op->flags = flags;
@@ -207,6 +208,7 @@ class GatewayBlockDevice::Impl {
     op->length = length;
     op->wbuf = wbuf;
     op->rbuf = rbuf;
+    op->sdest = sdest;
     op->cb = std::move(cb);
     op->issued = Clock::now();
     bool is_read = type == nbd::kCmdRead;
@@ -250,7 +252,7 @@ class GatewayBlockDevice::Impl {
   // connection died; the manager re-sends everything of that generation.
   void SendOp(const std::shared_ptr<NbdConnection>& c, const OpPtr& op) {
     auto deadline = op->sent_at + op->io_timeout + milliseconds(1);
-    c->Send(op->type, op->flags, op->seq, op->offset, op->length, op->wbuf, op->rbuf);
+    c->Send(op->type, op->flags, op->seq, op->offset, op->length, op->wbuf, op->rbuf, op->sdest);
     op->sending.fetch_sub(1);
     mgr_task_->WakeAt(deadline);  // the hung-gateway check (a no-op when one is due sooner)
   }
@@ -1060,6 +1062,23 @@ void GatewayBlockDevice::Read(uint64_t offset, uint32_t length, char* buf, Callb
   if (s.ok() && !started_) s = Status::IoError("device not started");
   if (!s.ok() || length == 0) return cb(s);
   impl_->Submit(nbd::kCmdRead, 0, offset, length, nullptr, buf, std::move(cb));
+}
+
+bool GatewayBlockDevice::ReadSpliced(uint64_t offset, uint32_t length, SplicedCallback cb) {
+  if (!cfg_.pipes || length < cfg_.splice_min || length > cfg_.pipes->max_payload() || !started_) return false;
+  if (!CheckRange(offset, length, size_bytes(), block_size(), "read").ok()) return false;
+  auto made = SplicedData::Create(length, cfg_.pipes);
+  if (!made.ok()) return false;  // e.g. the pipe memory limit: the copying path still works
+  std::shared_ptr<SplicedData> data(std::move(made.value()));
+  SplicedData* dest = data.get();
+  impl_->Submit(
+      nbd::kCmdRead, 0, offset, length, nullptr, nullptr,
+      [data = std::move(data), cb = std::move(cb)](Status st) mutable {
+        if (!st.ok()) return cb(st, nullptr);
+        cb(st, std::move(data));
+      },
+      dest);
+  return true;
 }
 
 void GatewayBlockDevice::Write(uint64_t offset, uint32_t length, const char* buf, bool fua, Callback cb) {

@@ -90,6 +90,10 @@ struct GatewayBlockDeviceConfig {
   std::shared_ptr<Timeouts> timeouts;      // required; shared by the target's volumes
   std::shared_ptr<FixedMode> fixed_mode;   // optional; shared by the target's volumes
   std::shared_ptr<DeviceScheduler> scheduler;  // optional (recommended); shared by the target's volumes
+  // Optional; shared by the target's volumes. With it, ReadSpliced() serves
+  // reads of splice_min .. pipes->max_payload() bytes without copying them.
+  std::shared_ptr<PipePool> pipes;
+  uint32_t splice_min = 64 * 1024;
   Logger logger{"blockdev"};
   // Export name for (volume, epoch). Default: "VOL@EPOCH", "VOL" for epoch 0.
   std::function<std::string(const std::string& volume, uint64_t epoch)> export_name;
@@ -117,6 +121,7 @@ class GatewayBlockDevice : public BlockDevice {
   // BlockDevice
   uint64_t size_bytes() const override { return size_.load(); }
   void Read(uint64_t offset, uint32_t length, char* buf, Callback cb) override;
+  bool ReadSpliced(uint64_t offset, uint32_t length, SplicedCallback cb) override;
   void Write(uint64_t offset, uint32_t length, const char* buf, bool fua, Callback cb) override;
   void Flush(Callback cb) override;
   void Trim(uint64_t offset, uint32_t length, Callback cb) override;

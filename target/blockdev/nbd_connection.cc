@@ -333,12 +333,14 @@ void NbdConnection::MarkDead(const Status& why) {
 }
 
 Status NbdConnection::Send(uint16_t type, uint16_t flags, uint64_t cookie, uint64_t offset, uint32_t length,
-                           const char* payload, char* read_buf) {
+                           const char* payload, char* read_buf, SplicedData* splice_dest) {
   if (dead_.load()) return Status::Unavailable("connection is dead");
+  if (type != nbd::kCmdRead) splice_dest = nullptr;
   {
     std::lock_guard<std::mutex> l(pending_mu_);
-    if (!pending_.emplace(cookie, Pending{type, length, read_buf}).second)
+    if (!pending_.emplace(cookie, Pending{type, length, read_buf, splice_dest}).second)
       return Status::Internal("cookie already in flight");
+    if (splice_dest) splice_pending_.fetch_add(1);
   }
   uint8_t hdr[nbd::kRequestSize];
   nbd::Request r;
@@ -433,8 +435,12 @@ void NbdConnection::ReaderLoop() {
       len -= pos;
       pos = 0;
     }
+    // While a spliced read is in flight, read no further than the next
+    // reply header, so its payload stays in the socket for splice().
+    size_t want = buf.size() - len;
+    if (splice_pending_.load() > 0 && len < nbd::kSimpleReplySize) want = nbd::kSimpleReplySize - len;
     for (;;) {
-      ssize_t r = recv(fd_, buf.data() + len, buf.size() - len, 0);
+      ssize_t r = recv(fd_, buf.data() + len, want, 0);
       if (r > 0) {
         len += static_cast<size_t>(r);
         return true;
@@ -472,7 +478,22 @@ void NbdConnection::ReaderLoop() {
         pending_.erase(it);
       }
       pos += nbd::kSimpleReplySize;
-      if (p.type == nbd::kCmdRead && rep.error == 0 && p.length > 0) {
+      if (p.splice_dest) splice_pending_.fetch_sub(1);
+      if (p.splice_dest && rep.error == 0 && p.length > 0) {
+        SplicedData* d = p.splice_dest;
+        Status st = d->Reset();  // a payload left by a connection that died mid-way
+        size_t have = std::min<size_t>(len - pos, p.length);
+        if (st.ok() && have > 0) st = d->Append(buf.data() + pos, have);
+        pos += have;
+        if (st.ok() && p.length > have) {
+          scope.Flush();  // about to wait: let the earlier replies' data leave first
+          st = d->FillFrom(fd_, p.length - have);
+        }
+        if (!st.ok()) {
+          MarkDead(Status::Unavailable("read payload: " + st.message()));
+          return;
+        }
+      } else if (p.type == nbd::kCmdRead && rep.error == 0 && p.length > 0) {
         size_t have = std::min<size_t>(len - pos, p.length);
         std::memcpy(p.read_buf, buf.data() + pos, have);
         pos += have;

@@ -37,6 +37,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "target/common/spliced_data.h"
 #include "target/common/status.h"
 
 struct iovec;
@@ -89,8 +90,11 @@ class NbdConnection : public std::enable_shared_from_this<NbdConnection> {
   // Sends one request. `payload` (length bytes) for writes; `read_buf` (length
   // bytes) receives a read's data. Cookies must be unique among requests in
   // flight on this connection. An error means the connection is (now) dead.
+  // A read may instead name `splice_dest`: its payload is then moved into
+  // that pipe with splice() (never copied through user memory, except what
+  // the reader had already buffered).
   Status Send(uint16_t type, uint16_t flags, uint64_t cookie, uint64_t offset, uint32_t length,
-              const char* payload, char* read_buf);
+              const char* payload, char* read_buf, SplicedData* splice_dest = nullptr);
 
   // Asks the server to disconnect (NBD_CMD_DISC) then closes. Idempotent.
   void Close();
@@ -100,6 +104,7 @@ class NbdConnection : public std::enable_shared_from_this<NbdConnection> {
     uint16_t type;
     uint32_t length;
     char* read_buf;
+    SplicedData* splice_dest;
   };
   NbdConnection(int fd, NbdExportInfo info, ReplyFn on_reply, DeadFn on_dead);
   void ReaderLoop();
@@ -118,6 +123,7 @@ class NbdConnection : public std::enable_shared_from_this<NbdConnection> {
   std::vector<char> batched_;  // requests waiting for the BatchScope to flush (under send_mu_)
   std::mutex pending_mu_;
   std::unordered_map<uint64_t, Pending> pending_;
+  std::atomic<int> splice_pending_{0};  // reads in flight with a splice_dest
   std::thread reader_;
 };
 

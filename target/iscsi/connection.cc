@@ -14,6 +14,7 @@
 #include <cstdio>
 
 #include "target/common/batch_scope.h"
+#include "target/common/spliced_data.h"
 #include "target/iscsi/crc32c.h"
 
 namespace ferry::iscsi {
@@ -110,7 +111,8 @@ bool Connection::SendPdus(OutPdu* pdus, size_t n, std::shared_ptr<const void> ke
     if (total) {
       copy = std::make_shared<std::vector<uint8_t>>();
       copy->reserve(total);
-      for (size_t i = 0; i < n; ++i) copy->insert(copy->end(), pdus[i].data, pdus[i].data + pdus[i].data_len);
+      for (size_t i = 0; i < n; ++i)
+        if (!pdus[i].spliced) copy->insert(copy->end(), pdus[i].data, pdus[i].data + pdus[i].data_len);
     }
   }
   size_t copy_off = 0;
@@ -125,7 +127,14 @@ bool Connection::SendPdus(OutPdu* pdus, size_t n, std::shared_ptr<const void> ke
       for (int k = 0; k < 4; ++k) c.head[kBhsLen + k] = uint8_t(crc >> (8 * k));
       c.head_len += 4;
     }
-    if (p->data_len) {
+    if (p->data_len && p->spliced) {
+      c.spliced = p->spliced;
+      c.keep = keep;
+      c.data_len = p->data_len;
+      size_t pad = Pad4(p->data_len) - p->data_len;
+      std::memset(c.tail, 0, sizeof c.tail);
+      c.tail_len = pad;  // DataDigest is never on for spliced data (see OnScsiCommand)
+    } else if (p->data_len) {
       if (copy) {
         c.data = copy->data() + copy_off;
         copy_off += p->data_len;
@@ -165,35 +174,60 @@ bool Connection::SendPdus(OutPdu* pdus, size_t n, std::shared_ptr<const void> ke
 
 bool Connection::FlushLocked() {
   constexpr int kMaxIov = 256;
+  auto broken = [this] {
+    dead_ = true;
+    outq_.clear();
+    outq_bytes_ = 0;
+    std::lock_guard<std::mutex> f(fd_mu_);
+    if (!fd_closed_) ::shutdown(fd_, SHUT_RDWR);
+    return false;
+  };
   while (!outq_.empty()) {
-    struct iovec iov[kMaxIov];
-    int cnt = 0;
-    for (auto it = outq_.begin(); it != outq_.end() && cnt + 3 <= kMaxIov; ++it) {
-      size_t skip = it->sent;
-      auto add = [&](const uint8_t* p, size_t len) {
-        if (skip >= len) {
-          skip -= len;
-          return;
+    OutChunk& front = outq_.front();
+    size_t moved = 0;
+    if (front.spliced && front.sent >= front.head_len && front.sent < front.head_len + front.data_len) {
+      // The front chunk is at its spliced data: move it pipe -> socket.
+      size_t left = front.head_len + front.data_len - front.sent;
+      ssize_t r = front.spliced->SpliceTo(fd_, left, front.tail_len > 0 || outq_.size() > 1);
+      if (r == 0) return true;  // socket full: the connection's thread waits for POLLOUT
+      if (r < 0) return broken();
+      moved = size_t(r);
+    } else {
+      // Everything up to the next spliced data goes out in one writev.
+      struct iovec iov[kMaxIov];
+      int cnt = 0;
+      bool stop = false;
+      for (auto it = outq_.begin(); it != outq_.end() && cnt + 3 <= kMaxIov && !stop; ++it) {
+        size_t skip = it->sent;
+        auto add = [&](const uint8_t* p, size_t len) {
+          if (skip >= len) {
+            skip -= len;
+            return;
+          }
+          iov[cnt++] = {const_cast<uint8_t*>(p + skip), len - skip};
+          skip = 0;
+        };
+        add(it->head, it->head_len);
+        if (it->spliced && it->data_len) {
+          if (skip < it->data_len) {
+            stop = true;  // its data is spliced next
+            break;
+          }
+          skip -= it->data_len;
+        } else if (it->data_len) {
+          add(it->data, it->data_len);
         }
-        iov[cnt++] = {const_cast<uint8_t*>(p + skip), len - skip};
-        skip = 0;
-      };
-      add(it->head, it->head_len);
-      if (it->data_len) add(it->data, it->data_len);
-      if (it->tail_len) add(it->tail, it->tail_len);
+        if (it->tail_len) add(it->tail, it->tail_len);
+      }
+      ssize_t w = ::writev(fd_, iov, cnt);
+      if (w < 0) {
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return true;
+        return broken();
+      }
+      moved = size_t(w);
     }
-    ssize_t w = ::writev(fd_, iov, cnt);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK) return true;
-      dead_ = true;
-      outq_.clear();
-      outq_bytes_ = 0;
-      std::lock_guard<std::mutex> f(fd_mu_);
-      if (!fd_closed_) ::shutdown(fd_, SHUT_RDWR);
-      return false;
-    }
-    size_t left = size_t(w);
+    size_t left = moved;
     if (left) last_progress_ = Clock::now();
     outq_bytes_ -= left;
     while (left && !outq_.empty()) {
@@ -207,6 +241,9 @@ bool Connection::FlushLocked() {
         left = 0;
       }
     }
+    // A chunk whose head and data are out but whose empty tail remains
+    // is complete too.
+    while (!outq_.empty() && outq_.front().sent == outq_.front().total()) outq_.pop_front();
   }
   return true;
 }
@@ -709,6 +746,7 @@ bool Connection::OnScsiCommand(const PduView& pdu) {
       cmd->dir = rd && wr ? scsi::DataDir::kBidi : rd ? scsi::DataDir::kRead : wr ? scsi::DataDir::kWrite
                                                                             : scsi::DataDir::kNone;
       cmd->expected_length = edtl;
+      cmd->accepts_spliced = rd && !wr && !data_digest_ && env_.opts.splice_reads;
       if (write_len) {
         cmd->data_out.resize(write_len);
         if (imm) std::memcpy(cmd->data_out.data(), pdu.data, imm);
@@ -847,7 +885,9 @@ void Connection::Complete(uint32_t itt, uint64_t serial, scsi::ScsiResult r) {
   keep->r = std::move(r);
   const scsi::ScsiResult& res = keep->r;
 
-  uint32_t produced = uint32_t(std::min<size_t>(res.data_in.size(), 0xffffffffu));
+  SplicedData* spliced = res.data_in_spliced.get();
+  uint32_t produced =
+      uint32_t(std::min<size_t>(spliced ? spliced->size() : res.data_in.size(), 0xffffffffu));
   uint32_t send_len = read ? std::min(produced, read_len) : 0;
   uint8_t resid_flags = 0;
   uint32_t residual = 0;
@@ -884,7 +924,11 @@ void Connection::Complete(uint32_t itt, uint64_t serial, scsi::ScsiResult r) {
     p.set_u32(20, kReservedTag);
     p.set_u32(36, uint32_t(i));
     p.set_u32(40, segs[i].offset);
-    p.set_data(res.data_in.data() + segs[i].offset, segs[i].length);
+    if (spliced) {
+      p.set_spliced(spliced, segs[i].length);  // segments leave the pipe in order
+    } else {
+      p.set_data(res.data_in.data() + segs[i].offset, segs[i].length);
+    }
   }
   std::vector<uint8_t>& sense = keep->sense;
   if (!collapse) {

@@ -175,6 +175,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     uint8_t head[kBhsLen + 4];
     size_t head_len = 0;
     const uint8_t* data = nullptr;
+    SplicedData* spliced = nullptr;        // data comes from this pipe instead (see OutPdu)
     size_t data_len = 0;
     uint8_t tail[8];
     size_t tail_len = 0;

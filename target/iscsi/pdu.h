@@ -13,6 +13,10 @@
 #include <string>
 #include <vector>
 
+namespace ferry {
+class SplicedData;
+}
+
 namespace ferry::iscsi {
 
 constexpr size_t kBhsLen = 48;
@@ -152,6 +156,10 @@ struct OutPdu {
   const uint8_t* data = nullptr;
   size_t data_len = 0;
   bool carries_status = false;  // advances StatSN when sent
+  // The data_len bytes of data come from this pipe instead of `data` (only
+  // without DataDigest; the pipe's owner is kept alive by the sender).
+  SplicedData* spliced = nullptr;
+  void set_spliced(SplicedData* d, size_t n) { data = nullptr; spliced = d; data_len = n; Put24(bhs + 5, uint32_t(n)); }
   void set_opcode(uint8_t op) { bhs[0] = op; }
   void set_flags(uint8_t f) { bhs[1] = f; }
   void set_data(const uint8_t* p, size_t n) { data = p; data_len = n; Put24(bhs + 5, uint32_t(n)); }

@@ -46,6 +46,7 @@ struct IscsiServerOptions {
   int nop_timeout_ms = 30000;            // no answer in this time = connection dropped
   int login_timeout_ms = 15000;          // whole login phase
   int send_timeout_ms = 30000;           // a blocked socket write beyond this drops the connection
+  bool splice_reads = true;              // let the SCSI layer hand read data over in pipes (no DataDigest)
 };
 
 // One logged-in session, for the admin API.

@@ -122,8 +122,18 @@ void LogicalUnit::ReadWrite(const TaskPtr& t) {
 
 void LogicalUnit::DoRead(const TaskPtr& t, uint64_t lba, uint32_t n) {
   uint32_t bytes = n * block_size_;
-  t->buf.resize(bytes);
   auto self = shared_from_this();
+  // Zero-copy when both the transport and the device can: the data stays in
+  // a pipe from the gateway's socket to the initiator's.
+  if (t->cmd->accepts_spliced &&
+      dev_->ReadSpliced(lba * block_size_, bytes, [self, t](Status s, std::shared_ptr<SplicedData> d) {
+        if (!s.ok()) return self->Check(t, self->DeviceError(s, false));
+        ScsiResult r;
+        r.data_in_spliced = std::move(d);
+        self->Finish(t, std::move(r));
+      }))
+    return;
+  t->buf.resize(bytes);
   dev_->Read(lba * block_size_, bytes, reinterpret_cast<char*>(t->buf.data()), [self, t](Status s) {
     if (!s.ok()) return self->Check(t, self->DeviceError(s, false));
     self->Good(t, std::move(t->buf));

@@ -16,6 +16,8 @@
 #include <string>
 #include <vector>
 
+#include "target/common/spliced_data.h"
+
 namespace ferry::scsi {
 
 // SAM status codes
@@ -49,6 +51,9 @@ struct ScsiCommand {
   DataDir dir = DataDir::kNone;
   uint32_t expected_length = 0;    // EDTL from the transport
   std::vector<uint8_t> data_out;   // all Data-Out, exactly what the initiator sent
+  // The transport can send a read's data from a pipe (ScsiResult::
+  // data_in_spliced) instead of memory. (Additive field.)
+  bool accepts_spliced = false;
 };
 
 struct ScsiResult {
@@ -59,6 +64,9 @@ struct ScsiResult {
   // a write-type command), or -1 when not known. Lets the transport report
   // write residuals (EDTL vs this) without decoding CDBs. (Additive field.)
   int64_t data_out_length = -1;
+  // Instead of data_in, only when the command accepts_spliced: the read data
+  // held in a pipe, data_in_spliced->size() bytes. (Additive field.)
+  std::shared_ptr<SplicedData> data_in_spliced;
 };
 
 using Completion = std::function<void(ScsiResult)>;

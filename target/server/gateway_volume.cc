@@ -47,7 +47,8 @@ GatewayVolumeFactory::GatewayVolumeFactory(Logger log)
     : log_(std::move(log)),
       timeouts_(std::make_shared<blockdev::Timeouts>()),
       fixed_(std::make_shared<blockdev::FixedMode>()),
-      scheduler_(std::make_shared<blockdev::DeviceScheduler>()) {}
+      scheduler_(std::make_shared<blockdev::DeviceScheduler>()),
+      pipes_(std::make_shared<PipePool>()) {}
 
 Result<std::shared_ptr<Volume>> GatewayVolumeFactory::Open(const LunSpec& spec, bool require_gateway,
                                                            ChangeHook on_change) {
@@ -62,6 +63,7 @@ Result<std::shared_ptr<Volume>> GatewayVolumeFactory::Open(const LunSpec& spec, 
   c.timeouts = timeouts_;
   c.fixed_mode = fixed_;
   c.scheduler = scheduler_;
+  c.pipes = pipes_;
   c.logger = log_.Child(spec.volume);
   if (on_change)
     c.on_change = [on_change](const std::string& gw, uint64_t epoch) { on_change(VolumeChange{gw, epoch}); };

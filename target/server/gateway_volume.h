@@ -29,6 +29,7 @@ class GatewayVolumeFactory : public VolumeFactory {
   std::shared_ptr<blockdev::Timeouts> timeouts_;
   std::shared_ptr<blockdev::FixedMode> fixed_;
   std::shared_ptr<blockdev::DeviceScheduler> scheduler_;  // one timer thread for every LUN
+  std::shared_ptr<PipePool> pipes_;  // pipes for zero-copy reads, shared by every LUN
 };
 
 }  // namespace ferry::server

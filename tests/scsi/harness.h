@@ -138,7 +138,9 @@ class Harness {
                  std::vector<uint8_t> out = {}, uint64_t lun = 0) {
     auto slot = Start(n, cdb, std::move(out), lun);
     EXPECT_EQ(slot->calls, 1) << "command did not complete synchronously";
-    return slot->result.value_or(ScsiResult{0xff, {}, {}});
+    ScsiResult none;
+    none.status = 0xff;
+    return slot->result.value_or(none);
   }
 
   // Consumes pending unit attentions of `n` on `lun` (TEST UNIT READY until GOOD).
