@@ -111,9 +111,9 @@ class Gateway:
 
 
 class Target:
-    def __init__(self, procs, state_dir, name, ip, backend_url, demo_open=True):
+    def __init__(self, procs, state_dir, name, ip, backend_url, demo_open=True, extra=()):
         self.procs, self.state_dir, self.name, self.ip = procs, state_dir, name, ip
-        self.backend_url, self.demo_open = backend_url, demo_open
+        self.backend_url, self.demo_open, self.extra = backend_url, demo_open, list(extra)
         self.iscsi_port = free_port(ip)
         self.admin_port = free_port(ip)
         self.proc = None
@@ -132,7 +132,7 @@ class Target:
             binary("ferry-target"), "--state-dir", self.state_dir, "--iscsi-listen", self.portal,
             "--admin-listen", f"{self.ip}:{self.admin_port}", "--token", TOKEN,
             "--backend", self.backend_url, "--heartbeat-ms", "300",
-            *(["--demo-open"] if self.demo_open else []), "--log-level", "info"])
+            *(["--demo-open"] if self.demo_open else []), *self.extra, "--log-level", "info"])
         wait_port(self.ip, self.admin_port, timeout=20)
         return self
 

@@ -16,13 +16,15 @@ HB = ["--heartbeat-period-ms", "500", "--heartbeat-miss", "4", "--reconcile-inte
 
 
 class Cluster:
-    def __init__(self, procs, tmp, extra=()):
+    def __init__(self, procs, tmp, extra=(), target_extra=()):
         self.backend = Backend(procs, tmp, extra=[*HB, *extra]).start()
         data = os.path.join(str(tmp), "data")
         os.makedirs(data)
         self.gw = Gateway(procs, data, "gw0", self.backend.url).start()
-        self.t2 = Target(procs, os.path.join(str(tmp), "t2"), "t2", "127.0.0.2", self.backend.url, demo_open=False)
-        self.t3 = Target(procs, os.path.join(str(tmp), "t3"), "t3", "127.0.0.3", self.backend.url, demo_open=False)
+        self.t2 = Target(procs, os.path.join(str(tmp), "t2"), "t2", "127.0.0.2", self.backend.url, demo_open=False,
+                         extra=target_extra)
+        self.t3 = Target(procs, os.path.join(str(tmp), "t3"), "t3", "127.0.0.3", self.backend.url, demo_open=False,
+                         extra=target_extra)
         for t in (self.t2, self.t3):
             t.start()
 
@@ -115,9 +117,17 @@ def test_acl_follows_the_attachments_of_one_target(procs, tmp_path):
     assert not login_ok(b, INI_B)
 
 
-def test_chap_off_and_discovery_chap_are_reported(procs, tmp_path):
-    c = Cluster(procs, tmp_path, extra=["--chap", "off", "--discovery-chap-user", "disc",
-                                         "--discovery-chap-secret", "disc-secret-1234"])
+def discover(data, initiator, user=None, password=None):
+    """SendTargets discovery through iscsi-ls; returns (ok, output)."""
+    cred = f"{user}%{password}@" if user is not None else ""
+    p = subprocess.run(["iscsi-ls", "-i", initiator, f"iscsi://{cred}{data['target_portal']}"],
+                       capture_output=True, text=True, timeout=30)
+    return p.returncode == 0, p.stdout + p.stderr
+
+
+def test_chap_off_and_discovery_chap_are_reported_and_accepted(procs, tmp_path):
+    disc = ["--discovery-chap-user", "disc", "--discovery-chap-secret", "disc-secret-1234"]
+    c = Cluster(procs, tmp_path, extra=["--chap", "off", *disc], target_extra=disc)
     c.create("open")
     a = c.attach("open", "host-a", INI_A, ip="127.0.0.3")
     assert "auth_method" not in a and a["target_portal"] == c.t3.portal
@@ -126,6 +136,13 @@ def test_chap_off_and_discovery_chap_are_reported(procs, tmp_path):
     ok, out = inq(a, INI_A)  # no CHAP on the target; the ACL still holds
     assert ok, out
     assert not inq(a, INI_B)[0]
+    # The reported discovery credentials are the ones the target asks for.
+    ok, out = discover(a, INI_A, a["discovery_auth_username"], a["discovery_auth_password"])
+    assert ok and a["target_iqn"] in out, out
+    ok, out = discover(a, INI_A, "disc", "wrong-secret-99")
+    assert not ok and "Authentication failure" in out, out
+    ok, out = discover(a, INI_A)
+    assert not ok and "Authentication failure" in out, out
 
 
 def test_attachment_placement_by_ip_then_host_then_load(procs, tmp_path):
