@@ -11,7 +11,8 @@ std::string Heartbeat::url() const {
   std::string base = opts_.backend_url;
   while (!base.empty() && base.back() == '/') base.pop_back();
   return base + "/tgtmaster/register/tgt?tgt=" + UrlEncode(opts_.tgt_ip) +
-         "&port=" + std::to_string(opts_.port) + "&admin=" + UrlEncode(opts_.admin);
+         "&port=" + std::to_string(opts_.port) + "&admin=" + UrlEncode(opts_.admin) +
+         (opts_.host.empty() ? "" : "&host=" + UrlEncode(opts_.host));
 }
 
 void Heartbeat::Start() {

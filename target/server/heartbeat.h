@@ -1,7 +1,7 @@
 // Heartbeat: registers the target with the backend and keeps re-registering.
 //
 // Promise: with a backend URL, sends
-//   PUT {backend}/tgtmaster/register/tgt?tgt=<portal IP>&port=<iscsi port>&admin=<host:port>
+//   PUT {backend}/tgtmaster/register/tgt?tgt=<portal IP>&port=<iscsi port>&admin=<host:port>[&host=NAME]
 // at Start() and then every `interval` (the heartbeat is the repeated
 // registration). Failures are logged (on the first failure and when the backend
 // comes back, not on every beat) and retried; never fatal. Each request has a
@@ -29,6 +29,7 @@ class Heartbeat {
     std::string tgt_ip;       // first portal's IP: the target's identity
     uint16_t port = 3260;     // that portal's iSCSI port
     std::string admin;        // admin "host:port"
+    std::string host;         // compute host name (optional; sent as host=)
     std::chrono::milliseconds interval{5000};
     std::chrono::milliseconds timeout{3000};
     Logger log{"heartbeat"};

@@ -1,5 +1,7 @@
 #include "target/server/process.h"
 
+#include <cctype>
+
 #include "target/common/http_server.h"
 #include "target/iscsi/portal.h"
 #include "target/server/admin_api.h"
@@ -15,7 +17,7 @@ const std::vector<std::string>& TargetProcessOptions::Flags() {
   static const std::vector<std::string> kFlags = {
       "state-dir",           "iscsi-listen",          "admin-listen",  "token",
       "backend",             "log-level",             "demo-open",     "discovery-chap-user",
-      "advertise-ip",
+      "advertise-ip",          "host-name",
       "discovery-chap-secret", "http-threads",        "heartbeat-ms",  "nop-interval-ms",
       "nop-timeout-ms"};
   return kFlags;
@@ -31,6 +33,8 @@ std::string TargetProcessOptions::Usage() {
          "  --backend URL              register + heartbeat every 5 s (optional)\n"
          "  --advertise-ip IP          identity sent to the backend (default: first portal's IP;\n"
          "                             set it when that portal listens on 0.0.0.0)\n"
+         "  --host-name NAME           compute host name sent to the backend, which places an\n"
+         "                             attachment on the target of the connector's host\n"
          "  --demo-open                targets created with \"open\": true admit any loopback\n"
          "                             initiator without ACL (demo/tests only)\n"
          "  --discovery-chap-user U --discovery-chap-secret S   CHAP for SendTargets discovery\n"
@@ -59,6 +63,10 @@ Result<TargetProcessOptions> TargetProcessOptions::FromConfig(const Config& c) {
   if (!o.advertise_ip.empty() && !AddressMatches("0.0.0.0/0", o.advertise_ip) &&
       !AddressMatches("::/0", o.advertise_ip))
     return Status::InvalidArgument("--advertise-ip must be an IP address");
+  o.host_name = c.Get(s, "host_name");
+  for (char ch : o.host_name)
+    if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '.' && ch != '-' && ch != '_')
+      return Status::InvalidArgument("--host-name may hold letters, digits, '.', '-' and '_' only");
   o.demo_open = c.GetBool(s, "demo_open", false);
   o.discovery_chap_user = c.Get(s, "discovery_chap_user");
   o.discovery_chap_secret = c.Get(s, "discovery_chap_secret");
@@ -147,6 +155,7 @@ Status TargetProcess::Start() {
                                               : bound.front().host;
     hb.port = bound.empty() ? ParseHostPort(opts_.iscsi_listen.front())->port : bound.front().port;
     hb.admin = admin();
+    hb.host = opts_.host_name;
     hb.interval = std::chrono::milliseconds(opts_.heartbeat_ms);
     hb.log = log_.Child("heartbeat");
     heartbeat_ = std::make_unique<Heartbeat>(hb);

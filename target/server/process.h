@@ -37,6 +37,7 @@ struct TargetProcessOptions {
   std::string token;
   std::string backend;
   std::string advertise_ip;  // identity sent to the backend; default: first portal's IP
+  std::string host_name;     // compute host name sent to the backend (optional)
   bool demo_open = false;
   std::string discovery_chap_user, discovery_chap_secret;
   int http_threads = 8;

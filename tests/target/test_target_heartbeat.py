@@ -38,3 +38,28 @@ def test_registers_and_survives_backend_outage(procs, tmp_path):
     start_backend(procs, str(tmp_path / "backend2.db"), bport)
     poll(lambda: (lambda r: r and r.get("Status", 0) == 0)(registered(bport, "127.0.0.2")), timeout=30,
          what="target registered again")
+
+
+def test_host_name_reaches_the_backend(procs, tmp_path):
+    bport = free_port()
+    start_backend(procs, str(tmp_path / "backend.db"), bport)
+    tgt = Target(procs, str(tmp_path / "state"), ip="127.0.0.3")
+    tgt.start(extra=["--backend", f"http://127.0.0.1:{bport}", "--heartbeat-ms", "200",
+                     "--host-name", "compute-3"])
+
+    def host_of():
+        st, body = http("GET", f"http://127.0.0.1:{bport}/v1/targets", token=TOKEN, timeout=5)
+        if st != 200:
+            return None
+        rows = body if isinstance(body, list) else body.get("targets", [])
+        hit = [t for t in rows if str(t.get("ip", t.get("tgt", ""))).split(":")[0] == "127.0.0.3"]
+        return hit[0].get("host") if hit else None
+
+    assert poll(host_of, timeout=20, what="host registered") == "compute-3"
+
+
+def test_bad_host_name_is_refused(tmp_path):
+    import subprocess
+    r = subprocess.run([binary("ferry-target"), "--state-dir", str(tmp_path / "s"), "--host-name", "a/b"],
+                       capture_output=True, text=True, timeout=20)
+    assert r.returncode == 2 and "--host-name" in r.stderr, r.stderr
