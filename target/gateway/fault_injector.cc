@@ -297,10 +297,10 @@ HttpResponse FaultApi::Add(const HttpRequest& r) {
   if (!spec.ok()) return HttpResponse::Error(spec.status());
   auto id = faults_->Add(*spec);
   if (!id.ok()) return HttpResponse::Error(id.status());
-  for (const auto& i : faults_->List()) {
-    if (i.id == *id) return HttpResponse::Json(201, RuleJson(i));
-  }
-  return HttpResponse::Error(500, "fault rule vanished right after it was armed");
+  // The rule as armed (requests may already be hitting it; GET shows that).
+  FaultInjector::RuleInfo armed{*id, *spec, 0, 0, true,
+                                spec->duration ? static_cast<int64_t>(spec->duration->count()) : -1};
+  return HttpResponse::Json(201, RuleJson(armed));
 }
 
 HttpResponse FaultApi::List(const HttpRequest&) {
