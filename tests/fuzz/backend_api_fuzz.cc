@@ -32,7 +32,13 @@ class NoPeers : public PeerApi {
   Status GwDeleteSnapshot(const std::string&, const std::string&, const std::string&) override { return Down(); }
   Status GwRevert(const std::string&, const std::string&, const std::string&) override { return Down(); }
   Result<int64_t> GwFence(const std::string&, const std::string&, int64_t) override { return Down(); }
-  Result<int64_t> TgtCreateTarget(const std::string&, const std::string&, const std::vector<std::string>&) override {
+  Result<int64_t> TgtCreateTarget(const std::string&, const std::string&, const TargetAccess&) override {
+    return Down();
+  }
+  Status TgtSetAcl(const std::string&, const std::string&, const std::vector<std::string>&) override {
+    return Down();
+  }
+  Status TgtSetChap(const std::string&, const std::string&, const std::string&, const std::string&) override {
     return Down();
   }
   Status TgtDeleteTarget(const std::string&, const std::string&) override { return Down(); }
