@@ -169,7 +169,10 @@ bool NbdConnection::Dispatch(RequestParser& parser, bool /*more_buffered*/) {
     ReplyError(req, err, "injected fault");
     return true;
   }
-  bool heavy = req.type == nbd::kCmdFlush || req.length > opts_.inline_max ||
+  // READs always run on this connection's own thread: their replies are
+  // what a client that stops reading blocks on, and a blocked pool worker
+  // would stall every other connection's writes (the pool is shared).
+  bool heavy = req.type == nbd::kCmdFlush || (req.type != nbd::kCmdRead && req.length > opts_.inline_max) ||
                (req.type == nbd::kCmdWrite && ((req.flags & nbd::kCmdFlagFua) || req.length > opts_.inline_write_max));
   if (!heavy) {
     if (req.type == nbd::kCmdRead) {

@@ -4,9 +4,11 @@
 // Options::handshake_timeout; a silent or malformed client is dropped) and then
 // serves requests until the client disconnects, sends NBD_CMD_DISC, breaks the
 // framing, or Shutdown() is called. Requests are pipelined: the reader thread
-// decodes them and runs small ones inline (their replies are sent in batches
-// with one sendmsg), large ones and FLUSH go to the shared WorkerPool, so
-// replies may come out of order. Every reply is written whole under the
+// decodes them and runs small ones and every READ inline (their replies are
+// sent in batches with one sendmsg), large writes and FLUSH go to the shared
+// WorkerPool, so replies may come out of order. A client that stops reading
+// its replies therefore blocks only its own connection's thread, never a
+// pool worker other connections need. Every reply is written whole under the
 // connection's send mutex. READs of Options::zero_copy_min bytes and more are
 // sent with sendfile() from the chunk files (the volume's I/O guard is not
 // held while sending); an error after a reply's header went out closes the
@@ -42,7 +44,7 @@ class NbdConnection : public std::enable_shared_from_this<NbdConnection> {
   struct Options {
     std::chrono::milliseconds handshake_timeout{10000};
     std::chrono::milliseconds send_timeout{60000};
-    uint32_t inline_max = 256 * 1024;  // larger requests run on the worker pool
+    uint32_t inline_max = 256 * 1024;  // larger requests (not READs) run on the worker pool
     // Writes up to this size run inline; larger ones (and FUA writes) on the pool,
     // so the file system's per-write cost is spread over several threads.
     uint32_t inline_write_max = 0;

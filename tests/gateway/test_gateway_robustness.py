@@ -309,3 +309,25 @@ def test_many_concurrent_connections(procs, tmp_path):
     for k in range(24):
         assert h.pread(4096, k * MiB + 3 * 256 * 1024) == bytes([k + 1]) * 4096
     h.shutdown()
+
+
+def test_client_that_stops_reading_replies_does_not_stall_other_clients(procs, tmp_path):
+    # One client queues 1 MiB reads and never reads a reply (a frozen target):
+    # its replies fill both socket buffers and the gateway blocks sending them.
+    # Writes and flushes of another client must not wait behind it.
+    gw = start_gateway(procs, tmp_path / "data")
+    gw.create("stuck", 256 * MiB)
+    gw.create("busy", 4 * MiB)
+    stuck = connect(gw, "stuck")
+    for i in range(160):  # 160 MiB of replies, far beyond the socket buffers
+        stuck.aio_pread(nbd.Buffer(MiB), (i % 256) * MiB)
+    time.sleep(1.0)  # the gateway is now blocked on the stuck client's socket
+    h = connect(gw, "busy")
+    t0 = time.time()
+    for i in range(16):  # more writes than the gateway's pool has workers
+        h.pwrite(bytes([i]) * 4096, i * 4096, nbd.CMD_FLAG_FUA)
+    h.flush()
+    assert h.pread(4096, 15 * 4096) == bytes([15]) * 4096
+    took = time.time() - t0
+    assert took < 3.0, f"another client's writes waited {took:.1f} s behind a client that reads nothing"
+    h.shutdown()
