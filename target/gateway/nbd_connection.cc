@@ -321,21 +321,24 @@ void NbdConnection::ReplyError(const Request& req, uint32_t err, const std::stri
   SendIov(&iov, 1);
 }
 
+size_t NbdConnection::EncodeSuccessHeader(const Request& req, bool with_data, size_t data_len,
+                                          uint8_t* hdr) const {
+  if (with_data && session_.structured) {
+    nbd::EncodeStructuredHeader({nbd::kReplyFlagDone, nbd::kReplyTypeOffsetData, req.cookie,
+                                 static_cast<uint32_t>(8 + data_len)},
+                                hdr);
+    nbd::Put64(hdr + nbd::kStructuredReplyHeaderSize, req.offset);
+    return nbd::kStructuredReplyHeaderSize + 8;
+  }
+  nbd::EncodeSimpleReply({0, req.cookie}, hdr);
+  return nbd::kSimpleReplySize;
+}
+
 // A success reply; `data` (READ only) follows the header.
 void NbdConnection::QueueReply(const Request& req, Buffer* data, bool batch) {
   uint8_t local[32];
   uint8_t* hdr = batch ? slots_[batched_].hdr : local;
-  size_t hlen;
-  if (data != nullptr && session_.structured) {
-    nbd::EncodeStructuredHeader({nbd::kReplyFlagDone, nbd::kReplyTypeOffsetData, req.cookie,
-                                 static_cast<uint32_t>(8 + data->size())},
-                                hdr);
-    nbd::Put64(hdr + nbd::kStructuredReplyHeaderSize, req.offset);
-    hlen = nbd::kStructuredReplyHeaderSize + 8;
-  } else {
-    nbd::EncodeSimpleReply({0, req.cookie}, hdr);
-    hlen = nbd::kSimpleReplySize;
-  }
+  size_t hlen = EncodeSuccessHeader(req, data != nullptr, data ? data->size() : 0, hdr);
   if (batch) {
     iov_.push_back({hdr, hlen});
     if (data != nullptr) iov_.push_back({data->data(), data->size()});
@@ -356,17 +359,7 @@ bool NbdConnection::TrySendPlannedRead(const Request& req, bool batch) {
     return true;
   }
   uint8_t hdr[32];
-  size_t hlen;
-  if (session_.structured) {
-    nbd::EncodeStructuredHeader({nbd::kReplyFlagDone, nbd::kReplyTypeOffsetData, req.cookie,
-                                 static_cast<uint32_t>(8 + req.length)},
-                                hdr);
-    nbd::Put64(hdr + nbd::kStructuredReplyHeaderSize, req.offset);
-    hlen = nbd::kStructuredReplyHeaderSize + 8;
-  } else {
-    nbd::EncodeSimpleReply({0, req.cookie}, hdr);
-    hlen = nbd::kSimpleReplySize;
-  }
+  size_t hlen = EncodeSuccessHeader(req, true, req.length, hdr);
   std::lock_guard<std::mutex> l(send_mu_);
   bool ok;
   if (batch) {  // replies batched so far go out first, in the same sendmsg as this header

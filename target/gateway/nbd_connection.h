@@ -81,6 +81,9 @@ class NbdConnection : public std::enable_shared_from_this<NbdConnection> {
 
   void ReplyStatus(const nbd::Request& req, const Status& st, bool batch);
   void ReplyError(const nbd::Request& req, uint32_t err, const std::string& msg);
+  // Header of a success reply into hdr (32 bytes); returns its length. With
+  // data: a READ's (structured OffsetData chunk header when negotiated).
+  size_t EncodeSuccessHeader(const nbd::Request& req, bool with_data, size_t data_len, uint8_t* hdr) const;
   void QueueReply(const nbd::Request& req, nbd::Buffer* data, bool batch);
   void FlushBatch();
   bool SendIov(struct iovec* iov, int n, int flags = 0);  // caller holds send_mu_
