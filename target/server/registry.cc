@@ -374,14 +374,7 @@ Result<LunSpec> Registry::AddLun(const std::string& iqn, const LunRequest& req) 
   uint32_t lun = spec.lun;
   auto opened = factory_->Open(spec, true, [this, iqn, lun](const VolumeChange& c) { OnVolumeChange(iqn, lun, c); });
   // The number stays reserved until the LUN is in the state (or refused).
-  struct Unreserve {
-    Registry* r;
-    std::pair<std::string, uint32_t> key;
-    ~Unreserve() {
-      std::lock_guard<std::mutex> al(r->admin_mu_);
-      r->pending_luns_.erase(key);
-    }
-  } unreserve{this, {iqn, lun}};
+  LunReservation unreserve{this, {iqn, lun}};
   if (!opened.ok()) return opened.status();
   std::shared_ptr<Volume> vol = opened.value();
   spec.size = vol->size();
@@ -436,14 +429,7 @@ Status Registry::RemoveLun(const std::string& iqn, uint32_t lun) {
       return Status::NotFound("no lun " + std::to_string(lun) + " in " + iqn + " (being added or removed)");
     pending_luns_.insert({iqn, lun});
   }
-  struct Unreserve {
-    Registry* r;
-    std::pair<std::string, uint32_t> key;
-    ~Unreserve() {
-      std::lock_guard<std::mutex> al(r->admin_mu_);
-      r->pending_luns_.erase(key);
-    }
-  } unreserve{this, {iqn, lun}};
+  LunReservation unreserve{this, {iqn, lun}};
   std::shared_ptr<Volume> vol;
   std::shared_ptr<scsi::Target> scsi;
   Status st = Mutate(

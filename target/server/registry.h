@@ -142,6 +142,15 @@ class Registry : public iscsi::TargetDirectory {
   std::map<std::string, Live> live_;
   // LUN numbers being opened or removed (not to be handed out), under admin_mu_.
   std::set<std::pair<std::string, uint32_t>> pending_luns_;
+  // Releases a pending_luns_ entry when the add/remove call that reserved it ends.
+  struct LunReservation {
+    Registry* r;
+    std::pair<std::string, uint32_t> key;
+    ~LunReservation() {
+      std::lock_guard<std::mutex> al(r->admin_mu_);
+      r->pending_luns_.erase(key);
+    }
+  };
   std::mutex queue_mu_;             // guards writers_
   std::deque<Writer*> writers_;     // Mutate callers; the front one is saving
 
