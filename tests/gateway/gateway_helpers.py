@@ -90,3 +90,29 @@ def connect(gw, export, structured=True):
         h.set_request_structured_replies(False)
     h.connect_uri(gw.uri(export))
     return h
+
+
+def raw_session(port, export):
+    """Fixed-newstyle handshake by hand (simple replies); returns the socket in
+    the transmission phase."""
+    import socket
+    import struct
+    s = socket.create_connection(("127.0.0.1", port))
+    s.settimeout(10)
+    assert s.recv(18)[:8] == b"NBDMAGIC"
+    s.sendall(struct.pack(">I", 3))
+    name = export.encode()
+    s.sendall(b"IHAVEOPT" + struct.pack(">II", 7, 4 + len(name) + 2) + struct.pack(">I", len(name)) + name + b"\0\0")
+    buf = b""
+    while True:
+        while len(buf) < 20:
+            buf += s.recv(4096)
+        magic, opt, typ, ln = struct.unpack(">QIII", buf[:20])
+        assert magic == 0x0003e889045565a9
+        while len(buf) < 20 + ln:
+            buf += s.recv(4096)
+        buf = buf[20 + ln:]
+        if typ == 1:  # ACK
+            assert not buf
+            return s
+        assert typ == 3, hex(typ)  # NBD_REP_INFO

@@ -12,7 +12,7 @@ import nbd
 import pytest
 
 from ferrytest import free_port
-from gateway_helpers import connect, start_gateway
+from gateway_helpers import raw_session, connect, start_gateway
 
 MiB = 1 << 20
 
@@ -103,33 +103,12 @@ def test_malformed_handshakes_do_not_stall_a_good_client(procs, tmp_path):
     assert gw.proc.poll() is None
 
 
-def _raw_session(port, export):
-    """Fixed-newstyle handshake by hand; returns the socket in transmission phase."""
-    s = socket.create_connection(("127.0.0.1", port))
-    assert s.recv(18)[:8] == b"NBDMAGIC"
-    s.sendall(struct.pack(">I", 3))
-    name = export.encode()
-    s.sendall(b"IHAVEOPT" + struct.pack(">II", 7, 4 + len(name) + 2) + struct.pack(">I", len(name)) + name + b"\0\0")
-    buf = b""
-    while True:
-        while len(buf) < 20:
-            buf += s.recv(4096)
-        magic, opt, typ, ln = struct.unpack(">QIII", buf[:20])
-        assert magic == 0x0003e889045565a9
-        while len(buf) < 20 + ln:
-            buf += s.recv(4096)
-        buf = buf[20 + ln:]
-        if typ == 1:  # ACK
-            return s
-        assert typ == 3, hex(typ)
-
-
 def test_malformed_requests(procs, tmp_path):
     gw = start_gateway(procs, tmp_path / "data")
     gw.create("mr", MiB)
     good = connect(gw, "mr")
     # Unknown command and bad flags: an error reply, the connection stays usable.
-    s = _raw_session(gw.nbd_port, "mr")
+    s = raw_session(gw.nbd_port, "mr")
     s.sendall(struct.pack(">IHHQQI", 0x25609513, 0, 42, 7, 0, 512))
     s.sendall(struct.pack(">IHHQQI", 0x25609513, 0x8000, 0, 8, 0, 512))
     s.sendall(struct.pack(">IHHQQI", 0x25609513, 0, 0, 9, 0, 512))  # valid read
@@ -148,12 +127,12 @@ def test_malformed_requests(procs, tmp_path):
     _, closed = _recv_until_closed(s, 5)
     assert closed
     # Bad magic: hang up as well.
-    s2 = _raw_session(gw.nbd_port, "mr")
+    s2 = raw_session(gw.nbd_port, "mr")
     s2.sendall(b"\xde\xad\xbe\xef" + b"\0" * 24)
     _, closed = _recv_until_closed(s2, 5)
     assert closed
     # A client that disconnects with requests in flight.
-    s3 = _raw_session(gw.nbd_port, "mr")
+    s3 = raw_session(gw.nbd_port, "mr")
     for i in range(32):
         s3.sendall(struct.pack(">IHHQQI", 0x25609513, 0, 0, i, 0, 65536))
     s3.close()

@@ -18,7 +18,7 @@ import time
 import nbd
 import pytest
 
-from gateway_helpers import connect, run, sha256, start_gateway
+from gateway_helpers import raw_session, connect, run, sha256, start_gateway
 
 KiB = 1 << 10
 MiB = 1 << 20
@@ -149,29 +149,6 @@ def test_many_mixed_reads_in_flight(procs, tmp_path):
         h.shutdown()
 
 
-def _raw_session(port, export):
-    """Fixed-newstyle handshake by hand (simple replies); returns the socket."""
-    s = socket.create_connection(("127.0.0.1", port))
-    s.settimeout(10)
-    assert s.recv(18)[:8] == b"NBDMAGIC"
-    s.sendall(struct.pack(">I", 3))
-    name = export.encode()
-    s.sendall(b"IHAVEOPT" + struct.pack(">II", 7, 4 + len(name) + 2) + struct.pack(">I", len(name)) + name + b"\0\0")
-    buf = b""
-    while True:
-        while len(buf) < 20:
-            buf += s.recv(4096)
-        magic, opt, typ, ln = struct.unpack(">QIII", buf[:20])
-        assert magic == 0x0003e889045565a9
-        while len(buf) < 20 + ln:
-            buf += s.recv(4096)
-        buf = buf[20 + ln:]
-        if typ == 1:  # ACK
-            assert not buf
-            return s
-        assert typ == 3, hex(typ)  # NBD_REP_INFO
-
-
 def _read_req(cookie, off, n):
     return struct.pack(">IHHQQI", 0x25609513, 0, 0, cookie, off, n)
 
@@ -207,7 +184,7 @@ def test_stalled_reader_does_not_hold_snapshot_or_revert(procs, tmp_path):
         h.pwrite(data[off:off + 8 * MiB], off)
     h.flush()
     # 16 x 4 MiB (pool path) and 16 x 128 KiB (inline path), none read yet.
-    s = _raw_session(gw.nbd_port, "st")
+    s = raw_session(gw.nbd_port, "st")
     reqs = [(i, i * 4 * MiB, 4 * MiB) for i in range(16)]
     reqs += [(100 + i, i * 4 * MiB + 512, 128 * KiB) for i in range(16)]
     s.sendall(b"".join(_read_req(c, o, n) for c, o, n in reqs))
@@ -248,7 +225,7 @@ def test_client_hanging_up_mid_reply(procs, tmp_path):
     data = _bytes(32 * MiB, 12)
     h.pwrite(data, 0)
     for round_ in range(5):
-        s = _raw_session(gw.nbd_port, "hu")
+        s = raw_session(gw.nbd_port, "hu")
         s.sendall(b"".join(_read_req(i, (i % 8) * 4 * MiB, 4 * MiB) for i in range(8)))
         s.sendall(b"".join(_read_req(100 + i, i * 128 * KiB, 128 * KiB) for i in range(8)))
         _recv_exact(s, 16 + 100 * KiB * (round_ + 1))  # part of a reply, then gone
