@@ -500,7 +500,7 @@ void NbdConnection::ReaderLoop() {
         size_t rest = p.length - have;
         if (rest > 0) {
           scope.Flush();  // about to block: let the earlier replies' data leave first
-          if (rest >= kDirect || rest > buf.size()) {
+          if (rest >= kDirect) {  // kDirect < buf.size(): smaller rests fit the buffer
             if (!ReadFull(fd_, p.read_buf + have, rest)) {
               MarkDead(Status::Unavailable("connection closed in read payload"));
               return;
