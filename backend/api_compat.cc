@@ -3,6 +3,8 @@
 #include "backend/api.h"
 #include "backend/api_common.h"
 
+#include <functional>
+#include <memory>
 #include <set>
 
 namespace ferry::backend {
@@ -40,6 +42,43 @@ JObj VolumeLine(const std::string& vol, const std::string& gw, const std::string
   o->set("GateWay", gw);
   o->set("TgtServer", tgt);
   return o;
+}
+
+// GET /tgtmaster/volume/status: every target's rows, each naming its target.
+std::string StatusText(const Backend::Bodies& bodies, bool pretty) {
+  if (!pretty) {
+    // Fast path: the targets' rows are spliced as they come (their field
+    // order is the original's) with "tgt" added; no DOM is built. A body
+    // that does not split cleanly is skipped, as an unparsable one is below.
+    std::string text = "[";
+    bool first = true;
+    for (auto& [ip, body] : bodies) (void)AppendObjectsWithField(body, "volumes", "tgt", ip, &text, &first);
+    text += "]";
+    return text;
+  }
+  JArr out = NewArr();
+  for (auto& [ip, body] : bodies) {
+    auto o = ParseObject(body);
+    if (!o.ok()) continue;
+    JArr a = (*o)->getArray("volumes");
+    for (size_t i = 0; a && i < a->size(); ++i) {
+      JObj row = a->getObject(static_cast<unsigned>(i));
+      if (!row) continue;
+      // The original's field order first, then anything newer, then the target.
+      static const char* const kOrder[] = {"volumeName", "perferGw", "currentGw", "status", "readError",
+                                           "writeError", "ioCnt", "ioTotal", "readIops", "readKBps",
+                                           "readDelayAvg", "writeIops", "writeKBps", "writeDelayAvg",
+                                           "switchable", "epoch", "iqn", "lun"};
+      JObj copy = NewObj();
+      for (const char* k : kOrder)
+        if (row->has(k)) copy->set(k, row->get(k));
+      for (const auto& [k, v] : *row)
+        if (!copy->has(k)) copy->set(k, v);
+      copy->set("tgt", ip);
+      out->add(copy);
+    }
+  }
+  return Render(out, true);
 }
 
 HttpResponse SysIscsi(Backend& b, const ApiOptions& opts, const HttpRequest& r) {
@@ -233,65 +272,88 @@ void RegisterCompatRoutes(HttpServer& server, Backend& b, const ApiOptions& opts
     return Reply(r, Success());
   });
 
-  auto gatewaymap = [&b](const HttpRequest& r) {
-    auto gs = b.db()->ListGateways();
-    if (!gs.ok()) return Fail(gs.status());
-    auto counts = b.db()->ExportedVolumeCountByGateway();
-    if (!counts.ok()) return Fail(counts.status());
-    JObj o = NewObj();
-    o->set("ServerCount", static_cast<int64_t>(gs->size()));
-    JArr a = NewArr();
-    for (auto& g : *gs) a->add(ServerInfo(g.addr, (*counts)[g.addr], g.online));
-    o->set("ServerInfos", a);
-    return Reply(r, o);
+  // The map queries read only the map: their rendered bodies are reused while
+  // the database's write generation is unchanged (Backend::MapAnswer). A key
+  // names the query, whether it is pretty, and then its parameter (last, so
+  // any text in it cannot be confused with the fixed parts).
+  auto cached = [&b](const HttpRequest& r, const std::string& query, const std::string& param,
+                     const std::function<Result<JObj>()>& build) {
+    const bool pretty = Pretty(r);
+    auto text = b.MapAnswer(query + (pretty ? "|p|" : "|c|") + param, [&]() -> Result<std::string> {
+      auto o = build();
+      if (!o.ok()) return o.status();
+      return Render(*o, pretty);
+    });
+    if (!text.ok()) return Fail(text.status());
+    return HttpResponse::Json(200, **text);
   };
-  auto tgtmap = [&b](const HttpRequest& r) {
-    auto ts = b.db()->ListTargets();
-    if (!ts.ok()) return Fail(ts.status());
-    auto counts = b.db()->LunCountByTarget();
-    if (!counts.ok()) return Fail(counts.status());
-    JObj o = NewObj();
-    o->set("ServerCount", static_cast<int64_t>(ts->size()));
-    JArr a = NewArr();
-    for (auto& t : *ts) a->add(ServerInfo(t.ip, (*counts)[t.ip], t.online));
-    o->set("ServerInfos", a);
-    return Reply(r, o);
+  auto gatewaymap = [&b, cached](const HttpRequest& r) {
+    return cached(r, "gatewaymap", "", [&b]() -> Result<JObj> {
+      auto gs = b.db()->ListGateways();
+      if (!gs.ok()) return gs.status();
+      auto counts = b.db()->ExportedVolumeCountByGateway();
+      if (!counts.ok()) return counts.status();
+      JObj o = NewObj();
+      o->set("ServerCount", static_cast<int64_t>(gs->size()));
+      JArr a = NewArr();
+      for (auto& g : *gs) a->add(ServerInfo(g.addr, (*counts)[g.addr], g.online));
+      o->set("ServerInfos", a);
+      return o;
+    });
   };
-  auto tgt_one = [&b](const HttpRequest& r, bool detail) {
+  auto tgtmap = [&b, cached](const HttpRequest& r) {
+    return cached(r, "tgtmap", "", [&b]() -> Result<JObj> {
+      auto ts = b.db()->ListTargets();
+      if (!ts.ok()) return ts.status();
+      auto counts = b.db()->LunCountByTarget();
+      if (!counts.ok()) return counts.status();
+      JObj o = NewObj();
+      o->set("ServerCount", static_cast<int64_t>(ts->size()));
+      JArr a = NewArr();
+      for (auto& t : *ts) a->add(ServerInfo(t.ip, (*counts)[t.ip], t.online));
+      o->set("ServerInfos", a);
+      return o;
+    });
+  };
+  auto tgt_one = [&b, cached](const HttpRequest& r, bool detail) {
     std::string ip = r.Query("tgt");
     if (ip.empty()) return Fail(Status::InvalidArgument("tgt is missing"));
-    auto t = b.db()->GetTarget(ip);
-    if (!t.ok()) return Fail(t.status());
-    if (!t->has_value()) return Fail(Status::NotFound("no such tgt: " + ip));
-    auto luns = b.db()->LunsOfTarget(ip);
-    if (!luns.ok()) return Fail(luns.status());
-    JObj info = ServerInfo(ip, static_cast<int64_t>(luns->size()), std::nullopt);
-    if (!detail) return Reply(r, info);
-    JObj o = NewObj();
-    o->set("Info", info);
-    JArr a = NewArr();
-    for (auto& l : *luns) a->add(VolumeLine(l.volume, l.gateway, l.target));
-    o->set("Volumes", a);
-    return Reply(r, o);
+    return cached(r, detail ? "detailtgt" : "tgt", ip, [&b, &ip, detail]() -> Result<JObj> {
+      auto t = b.db()->GetTarget(ip);
+      if (!t.ok()) return t.status();
+      if (!t->has_value()) return Status::NotFound("no such tgt: " + ip);
+      auto luns = b.db()->LunsOfTarget(ip);
+      if (!luns.ok()) return luns.status();
+      JObj info = ServerInfo(ip, static_cast<int64_t>(luns->size()), std::nullopt);
+      if (!detail) return info;
+      JObj o = NewObj();
+      o->set("Info", info);
+      JArr a = NewArr();
+      for (auto& l : *luns) a->add(VolumeLine(l.volume, l.gateway, l.target));
+      o->set("Volumes", a);
+      return o;
+    });
   };
-  auto gw_one = [&b](const HttpRequest& r, bool detail) {
+  auto gw_one = [&b, cached](const HttpRequest& r, bool detail) {
     std::string gw = r.Query("gw");
     if (gw.empty()) return Fail(Status::InvalidArgument("gw is missing"));
-    auto g = b.db()->GetGateway(gw);
-    if (!g.ok()) return Fail(g.status());
-    if (!g->has_value()) return Fail(Status::NotFound("no such gateway: " + gw));
-    auto luns = b.db()->LunsOfGateway(gw);
-    if (!luns.ok()) return Fail(luns.status());
-    std::set<std::string> vols;
-    for (auto& l : *luns) vols.insert(l.volume);
-    JObj info = ServerInfo(gw, static_cast<int64_t>(vols.size()), std::nullopt);
-    if (!detail) return Reply(r, info);
-    JObj o = NewObj();
-    o->set("Info", info);
-    JArr a = NewArr();
-    for (auto& l : *luns) a->add(VolumeLine(l.volume, l.gateway, l.target));
-    o->set("Volumes", a);
-    return Reply(r, o);
+    return cached(r, detail ? "detailgateway" : "gateway", gw, [&b, &gw, detail]() -> Result<JObj> {
+      auto g = b.db()->GetGateway(gw);
+      if (!g.ok()) return g.status();
+      if (!g->has_value()) return Status::NotFound("no such gateway: " + gw);
+      auto luns = b.db()->LunsOfGateway(gw);
+      if (!luns.ok()) return luns.status();
+      std::set<std::string> vols;
+      for (auto& l : *luns) vols.insert(l.volume);
+      JObj info = ServerInfo(gw, static_cast<int64_t>(vols.size()), std::nullopt);
+      if (!detail) return info;
+      JObj o = NewObj();
+      o->set("Info", info);
+      JArr a = NewArr();
+      for (auto& l : *luns) a->add(VolumeLine(l.volume, l.gateway, l.target));
+      o->set("Volumes", a);
+      return o;
+    });
   };
   auto volume = [&b](const HttpRequest& r) {
     std::string name = r.Query("volname");
@@ -322,41 +384,14 @@ void RegisterCompatRoutes(HttpServer& server, Backend& b, const ApiOptions& opts
   server.Route("GET", "/tgtmaster/volume/status", [&b](const HttpRequest& r) {
     auto shared = b.SharedTargetStatus();
     if (!shared.ok()) return Fail(shared.status());
-    const Backend::Bodies* bodies = shared->get();
-    if (!Pretty(r)) {
-      // Fast path: the targets' rows are spliced as they come (their field
-      // order is the original's) with "tgt" added; no DOM is built. A body
-      // that does not split cleanly is skipped, as an unparsable one is below.
-      std::string text = "[";
-      bool first = true;
-      for (auto& [ip, body] : *bodies)
-        (void)AppendObjectsWithField(body, "volumes", "tgt", ip, &text, &first);
-      text += "]";
-      return HttpResponse::Json(200, text);
-    }
-    JArr out = NewArr();
-    for (auto& [ip, body] : *bodies) {
-      auto o = ParseObject(body);
-      if (!o.ok()) continue;
-      JArr a = (*o)->getArray("volumes");
-      for (size_t i = 0; a && i < a->size(); ++i) {
-        JObj row = a->getObject(static_cast<unsigned>(i));
-        if (!row) continue;
-        // The original's field order first, then anything newer, then the target.
-        static const char* const kOrder[] = {"volumeName", "perferGw", "currentGw", "status", "readError",
-                                             "writeError", "ioCnt", "ioTotal", "readIops", "readKBps",
-                                             "readDelayAvg", "writeIops", "writeKBps", "writeDelayAvg",
-                                             "switchable", "epoch", "iqn", "lun"};
-        JObj copy = NewObj();
-        for (const char* k : kOrder)
-          if (row->has(k)) copy->set(k, row->get(k));
-        for (const auto& [k, v] : *row)
-          if (!copy->has(k)) copy->set(k, v);
-        copy->set("tgt", ip);
-        out->add(copy);
-      }
-    }
-    return Reply(r, out);
+    // The text is made once per set of target bodies (they are shared for up
+    // to --status-max-age-ms) and reused while they are the same object.
+    const bool pretty = Pretty(r);
+    std::shared_ptr<const Backend::Bodies> bodies = *shared;
+    auto text = b.StatusAnswer(pretty ? "pretty" : "compact", bodies,
+                               [&]() -> Result<std::string> { return StatusText(*bodies, pretty); });
+    if (!text.ok()) return Fail(text.status());
+    return HttpResponse::Json(200, **text);
   });
 
   server.Route("PUT", "/sys/debug/fixedmode", [&b](const HttpRequest& r) {

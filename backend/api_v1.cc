@@ -387,6 +387,15 @@ void RegisterV1Routes(HttpServer& server, Backend& b, const ApiOptions& opts) {
     counter("ferry_backend_http_requests_total", "HTTP requests dispatched.", server.requests());
     counter("ferry_backend_http_refused_total", "Connections refused because the queue was full.",
             server.refused());
+    // Reused answers: map queries (tgtmap, gatewaymap, ...) and volume/status texts.
+    m << "# HELP ferry_backend_answers_total Answers of cached queries: kept (hit), shared with a "
+         "concurrent computation (shared), computed (miss).\n# TYPE ferry_backend_answers_total counter\n";
+    for (auto [name, c] : {std::pair<const char*, AnswerCache::Counters>{"map", b.MapAnswerCounters()},
+                           std::pair<const char*, AnswerCache::Counters>{"status", b.StatusAnswerCounters()}}) {
+      m << "ferry_backend_answers_total{cache=\"" << name << "\",how=\"hit\"} " << c.hits << "\n";
+      m << "ferry_backend_answers_total{cache=\"" << name << "\",how=\"shared\"} " << c.shared << "\n";
+      m << "ferry_backend_answers_total{cache=\"" << name << "\",how=\"miss\"} " << c.misses << "\n";
+    }
     return HttpResponse::Text(200, m.str());
   });
 }

@@ -1203,6 +1203,17 @@ Result<std::shared_ptr<const Backend::Bodies>> Backend::SharedTargetStatus() {
   return status_cache_;
 }
 
+Result<AnswerCache::Text> Backend::MapAnswer(const std::string& key, const AnswerCache::Compute& render) {
+  // The generation is read before render() queries the map: a write that
+  // commits meanwhile makes this answer's tag old, never the answer stale.
+  return map_answers_.Get(key, db_->generation(), render);
+}
+
+Result<AnswerCache::Text> Backend::StatusAnswer(const std::string& key, const std::shared_ptr<const Bodies>& bodies,
+                                                const AnswerCache::Compute& render) {
+  return status_answers_.Get(key, status_bodies_version_.Of(bodies), render);
+}
+
 int Backend::StatusWaiters() {
   std::lock_guard<std::mutex> l(status_mu_);
   return status_waiters_;

@@ -21,6 +21,7 @@
 #include <thread>
 #include <vector>
 
+#include "backend/answer_cache.h"
 #include "backend/events.h"
 #include "backend/peers.h"
 #include "db/database.h"
@@ -189,6 +190,18 @@ class Backend {
   int StatusWaiters();
   Result<std::vector<std::pair<std::string, std::string>>> TargetSessionBodies();
 
+  // Rendered answers of queries that read only the map (tgtmap, gatewaymap,
+  // tgt, detailtgt, ...): reused while the database's write generation is the
+  // one read before `render` ran (AnswerCache). `key` names the query and
+  // everything its answer depends on (parameters, pretty).
+  Result<AnswerCache::Text> MapAnswer(const std::string& key, const AnswerCache::Compute& render);
+  // The text made from one shared set of target status bodies, reused while
+  // the bodies are the same object. `key` names the rendering (compact/pretty).
+  Result<AnswerCache::Text> StatusAnswer(const std::string& key, const std::shared_ptr<const Bodies>& bodies,
+                                         const AnswerCache::Compute& render);
+  AnswerCache::Counters MapAnswerCounters() { return map_answers_.counters(); }
+  AnswerCache::Counters StatusAnswerCounters() { return status_answers_.counters(); }
+
   // Compares the map with what gateways and targets report and converges.
   ReconcileReport Reconcile();
 
@@ -238,6 +251,9 @@ class Backend {
   uint64_t status_gen_ = 0;
   std::chrono::steady_clock::time_point status_at_{};
   std::shared_ptr<const Bodies> status_cache_;
+  AnswerCache map_answers_;
+  AnswerCache status_answers_;
+  IdentityVersion status_bodies_version_;
   std::mutex beats_mu_;
   std::map<std::string, std::chrono::steady_clock::time_point> beats_;  // "t:ip" / "g:addr"
   std::chrono::steady_clock::time_point started_;

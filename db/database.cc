@@ -290,7 +290,12 @@ Status Database::Write(const std::function<Status(Txn&)>& fn) {
     return s;
   }
   Status c = ExecScript("COMMIT;");
-  if (!c.ok()) (void)ExecScript("ROLLBACK;");
+  if (!c.ok()) {
+    (void)ExecScript("ROLLBACK;");
+    return c;
+  }
+  // Still under mu_: the bump is visible before this call returns.
+  generation_.fetch_add(1, std::memory_order_acq_rel);
   return c;
 }
 
@@ -620,8 +625,11 @@ Result<int64_t> Database::LastEventSeq() {
 Status Database::MarkEventSent(int64_t seq) {
   std::lock_guard<std::recursive_mutex> lk(mu_);
   Txn t(this);
-  // Marking delivery is bookkeeping of the outbox, not a state change of the map.
-  return t.Exec("UPDATE events SET sent=1 WHERE seq=?", {seq}, true);
+  // Marking delivery is bookkeeping of the outbox, not a state change of the
+  // map; it still counts as a change (nothing cached can be older than it).
+  Status s = t.Exec("UPDATE events SET sent=1 WHERE seq=?", {seq}, true);
+  if (s.ok()) generation_.fetch_add(1, std::memory_order_acq_rel);
+  return s;
 }
 
 }  // namespace ferry::db

@@ -7,10 +7,15 @@
 // bound, never spliced into SQL text. Reads are plain methods; every change
 // goes through Write(), which runs the caller's function inside one
 // transaction on a Txn and commits only when it returns ok (else rolls back:
-// nothing half-made survives). The object is thread-safe (one connection
-// behind a mutex). Nothing throws.
+// nothing half-made survives). generation() counts the changes: it grows after
+// every committed Write() and every other change (MarkEventSent) before that
+// call returns, and never on reads or rolled-back transactions, so an answer
+// computed after reading generation g is current while generation() == g (this
+// object is the file's only writer). The object is thread-safe (one connection
+// behind a mutex; generation() takes no lock). Nothing throws.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -165,6 +170,9 @@ class Database {
 
   int version();
   std::string journal_mode();
+  // The write generation (see the promise above). Read it before the queries
+  // of an answer that is to be reused while it is unchanged.
+  uint64_t generation() const { return generation_.load(std::memory_order_acquire); }
   bool foreign_keys();
 
   // One transaction (BEGIN IMMEDIATE). fn's non-ok Status rolls everything back
@@ -221,6 +229,7 @@ class Database {
   std::recursive_mutex mu_;
   std::map<const char*, sqlite3_stmt*> cache_;
   bool in_txn_ = false;
+  std::atomic<uint64_t> generation_{0};
 };
 
 }  // namespace ferry::db

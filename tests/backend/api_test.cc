@@ -3,7 +3,9 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <filesystem>
+#include <thread>
 
 #include "backend/api.h"
 #include "backend/json.h"
@@ -21,7 +23,12 @@ class ApiTest : public ::testing::Test {
     ASSERT_TRUE(d.ok());
     db_ = std::move(d).value();
     log_ = std::make_unique<EventLog>(db_.get());
-    be_ = std::make_unique<Backend>(db_.get(), log_.get(), &peers_, BackendOptions{}, Logger("t", LogLevel::kError));
+    Rebuild(BackendOptions{});
+  }
+  // A new Backend (and routes) with these options on the same database.
+  void Rebuild(BackendOptions bo) {
+    server_.reset();
+    be_ = std::make_unique<Backend>(db_.get(), log_.get(), &peers_, bo, Logger("t", LogLevel::kError));
     HttpServer::Options o;
     o.token = "sekrit";
     server_ = std::make_unique<HttpServer>(o, Logger("t", LogLevel::kError));
@@ -212,6 +219,174 @@ TEST_F(ApiTest, CompatShapes) {
   EXPECT_EQ(Call("GET", "/sys/iscsi", "", true, {{"ops", "del_lun"}, {"name", "test001"}}).status, 404);
   EXPECT_EQ(Call("DELETE", "/tgtmaster/register/gateway", "", true, {{"gateway", "127.0.0.1:8585:8686"}}).status, 200);
   EXPECT_EQ(Call("DELETE", "/tgtmaster/register/gateway", "", true, {{"gateway", "127.0.0.1:8585:8686"}}).status, 404);
+}
+
+// The map queries' answers are reused while the map is unchanged, and every
+// kind of change (add_lun, del_lun, register, offline, online) shows in the
+// very next answer.
+TEST_F(ApiTest, MapAnswersAreReusedOnlyUntilTheMapChanges) {
+  BackendOptions bo;
+  bo.heartbeat_period = std::chrono::milliseconds(50);
+  bo.heartbeat_miss = 1;
+  Rebuild(bo);
+  Cluster();
+  ASSERT_EQ(Call("POST", "/v1/volumes", R"({"name":"v1","size_gb":1})").status, 201);
+  const std::string gw = "127.0.0.1:8585", tgt = "127.0.0.2";
+  auto get = [&](const std::string& path, std::map<std::string, std::string> q = {}) {
+    auto r = Call("PUT", path, "", false, std::move(q));
+    EXPECT_EQ(r.status, 200) << path << " " << r.body;
+    return r;
+  };
+  auto count = [&](const std::string& path) {
+    JObj o = Obj(get(path));
+    return IntOr(o->getArray("ServerInfos")->getObject(0), "VolumeCount");
+  };
+  auto status = [&](const std::string& path) {
+    JObj o = Obj(get(path));
+    return IntOr(o->getArray("ServerInfos")->getObject(0), "Status", -1);
+  };
+
+  // Unchanged map: the same answer, computed once (compact and pretty are
+  // two answers, each kept).
+  auto c0 = be_->MapAnswerCounters();
+  auto g1 = get("/tgtmaster/gatewaymap");
+  auto g2 = get("/tgtmaster/gatewaymap");
+  auto p1 = get("/tgtmaster/gatewaymap", {{"pretty", "y"}});
+  auto p2 = get("/tgtmaster/gatewaymap", {{"pretty", "y"}});
+  EXPECT_EQ(g1.body, g2.body);
+  EXPECT_EQ(p1.body, p2.body);
+  EXPECT_EQ(g1.body.find('\n'), std::string::npos) << g1.body;
+  EXPECT_NE(p1.body.find("{\n  \"ServerCount\": 1,\n"), std::string::npos) << p1.body;
+  auto c1 = be_->MapAnswerCounters();
+  EXPECT_EQ(c1.misses - c0.misses, 2u);
+  EXPECT_EQ(c1.hits - c0.hits, 2u);
+  // Every cached query, answered once before the change.
+  EXPECT_EQ(count("/tgtmaster/gatewaymap"), 0);
+  EXPECT_EQ(count("/tgtmaster/tgtmap"), 0);
+  EXPECT_EQ(IntOr(Obj(get("/tgtmaster/tgt", {{"tgt", tgt}})), "VolumeCount"), 0);
+  EXPECT_EQ(IntOr(Obj(get("/tgtmaster/gateway", {{"gw", gw}})), "VolumeCount"), 0);
+  EXPECT_EQ(Obj(get("/tgtmaster/detailtgt", {{"tgt", tgt}}))->getArray("Volumes")->size(), 0u);
+  EXPECT_EQ(Obj(get("/tgtmaster/detailgateway", {{"gw", gw}}))->getArray("Volumes")->size(), 0u);
+  auto c2 = be_->MapAnswerCounters();
+  EXPECT_EQ(c2.hits - c1.hits, 1u);    // gatewaymap (compact) was kept
+  EXPECT_EQ(c2.misses - c1.misses, 5u);  // the others were new
+
+  // add_lun: the very next answers show the LUN.
+  ASSERT_EQ(Call("GET", "/sys/iscsi", "", true, {{"name", "v1"}, {"ops", "add_lun"}, {"tgt", tgt}}).status, 200);
+  EXPECT_EQ(count("/tgtmaster/gatewaymap"), 1);
+  EXPECT_EQ(count("/tgtmaster/tgtmap"), 1);
+  EXPECT_EQ(IntOr(Obj(get("/tgtmaster/tgt", {{"tgt", tgt}})), "VolumeCount"), 1);
+  EXPECT_EQ(IntOr(Obj(get("/tgtmaster/gateway", {{"gw", gw}})), "VolumeCount"), 1);
+  JObj d = Obj(get("/tgtmaster/detailtgt", {{"tgt", tgt}}));
+  ASSERT_EQ(d->getArray("Volumes")->size(), 1u);
+  EXPECT_EQ(StrOr(d->getArray("Volumes")->getObject(0), "VolumeName"), "v1");
+  d = Obj(get("/tgtmaster/detailgateway", {{"gw", gw}}));
+  ASSERT_EQ(d->getArray("Volumes")->size(), 1u);
+  EXPECT_EQ(StrOr(d->getArray("Volumes")->getObject(0), "TgtServer"), tgt);
+  auto p3 = get("/tgtmaster/gatewaymap", {{"pretty", "y"}});
+  EXPECT_NE(p3.body, p1.body);
+  EXPECT_NE(p3.body.find("\"VolumeCount\": 1"), std::string::npos) << p3.body;
+  // ... and are kept again from then on.
+  auto c3 = be_->MapAnswerCounters();
+  EXPECT_EQ(count("/tgtmaster/gatewaymap"), 1);
+  EXPECT_EQ(be_->MapAnswerCounters().hits - c3.hits, 1u);
+
+  // del_lun.
+  ASSERT_EQ(Call("GET", "/sys/iscsi", "", true, {{"name", "v1"}, {"ops", "del_lun"}, {"tgt", tgt}}).status, 200);
+  EXPECT_EQ(count("/tgtmaster/gatewaymap"), 0);
+  EXPECT_EQ(count("/tgtmaster/tgtmap"), 0);
+  EXPECT_EQ(Obj(get("/tgtmaster/detailtgt", {{"tgt", tgt}}))->getArray("Volumes")->size(), 0u);
+
+  // A gateway registers.
+  EXPECT_EQ(IntOr(Obj(get("/tgtmaster/gatewaymap")), "ServerCount"), 1);
+  ASSERT_EQ(Call("PUT", "/tgtmaster/register/gateway", "", true, {{"gateway", "127.0.0.1:8586:8687"}}).status, 200);
+  EXPECT_EQ(IntOr(Obj(get("/tgtmaster/gatewaymap")), "ServerCount"), 2);
+
+  // Unknown names are errors, never kept: once the target exists it is found.
+  EXPECT_EQ(Call("PUT", "/tgtmaster/tgt", "", false, {{"tgt", "127.0.0.9"}}).status, 404);
+  ASSERT_EQ(Call("PUT", "/tgtmaster/register/tgt", "", true,
+                 {{"tgt", "127.0.0.9"}, {"port", "3260"}, {"admin", "127.0.0.9:8890"}}).status, 200);
+  EXPECT_EQ(Call("PUT", "/tgtmaster/tgt", "", false, {{"tgt", "127.0.0.9"}}).status, 200);
+
+  // Offline (the heartbeat sweeper) and back online (a beat).
+  EXPECT_EQ(status("/tgtmaster/tgtmap"), 0);
+  EXPECT_EQ(status("/tgtmaster/gatewaymap"), 0);
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while ((*db_->GetTarget(tgt))->online && std::chrono::steady_clock::now() < deadline) {
+    be_->CheckHeartbeats();
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_FALSE((*db_->GetTarget(tgt))->online);
+  EXPECT_EQ(status("/tgtmaster/tgtmap"), 1);
+  EXPECT_EQ(status("/tgtmaster/gatewaymap"), 1);  // the gateways stopped beating too
+  ASSERT_EQ(Call("PUT", "/tgtmaster/register/tgt", "", true,
+                 {{"tgt", tgt}, {"port", "3260"}, {"admin", "127.0.0.2:8890"}}).status, 200);
+  EXPECT_EQ(status("/tgtmaster/tgtmap"), 0);
+  ASSERT_EQ(Call("PUT", "/tgtmaster/register/gateway", "", true, {{"gateway", "127.0.0.1:8585:8686"}}).status, 200);
+  EXPECT_EQ(status("/tgtmaster/gatewaymap"), 0);
+
+  // A change made below the Backend (an event applied straight to the log,
+  // as a second backend's Kafka consumer would) shows too.
+  ASSERT_TRUE(log_->Commit(Event{"target.offline", {{"ip", tgt}, {"at", "1"}}}).ok());
+  EXPECT_EQ(status("/tgtmaster/tgtmap"), 1);
+
+  // The counters are in /metrics.
+  auto n = be_->MapAnswerCounters();
+  auto m = Call("GET", "/metrics", "", false);
+  EXPECT_NE(m.body.find("ferry_backend_answers_total{cache=\"map\",how=\"hit\"} " + std::to_string(n.hits) + "\n"),
+            std::string::npos)
+      << m.body;
+  EXPECT_NE(m.body.find("ferry_backend_answers_total{cache=\"map\",how=\"miss\"} " + std::to_string(n.misses) + "\n"),
+            std::string::npos)
+      << m.body;
+}
+
+// volume/status: the text is made once per round of target bodies and reused
+// while the bodies are the same; a new round gives a new text.
+TEST_F(ApiTest, VolumeStatusTextIsReusedWhileTheBodiesAreTheSame) {
+  BackendOptions bo;
+  bo.status_max_age = std::chrono::milliseconds(60000);
+  Rebuild(bo);
+  Cluster();
+  ASSERT_EQ(Call("POST", "/v1/volumes", R"({"name":"v1","size_gb":1})").status, 201);
+  ASSERT_EQ(Call("GET", "/sys/iscsi", "", true, {{"name", "v1"}, {"ops", "add_lun"}, {"tgt", "127.0.0.2"}}).status,
+            200);
+  auto c0 = be_->StatusAnswerCounters();
+  auto a = Call("GET", "/tgtmaster/volume/status", "", false);
+  auto b = Call("GET", "/tgtmaster/volume/status", "", false);
+  auto pa = Call("GET", "/tgtmaster/volume/status", "", false, {{"pretty", "y"}});
+  auto pb = Call("GET", "/tgtmaster/volume/status", "", false, {{"pretty", "y"}});
+  ASSERT_EQ(a.status, 200);
+  ASSERT_EQ(pa.status, 200);
+  EXPECT_EQ(a.body, b.body);
+  EXPECT_EQ(pa.body, pb.body);
+  EXPECT_NE(a.body.find(R"("volumeName":"v1")"), std::string::npos) << a.body;
+  EXPECT_NE(a.body.find(R"("tgt":"127.0.0.2")"), std::string::npos) << a.body;
+  EXPECT_NE(pa.body.find("\"volumeName\": \"v1\""), std::string::npos) << pa.body;
+  auto c1 = be_->StatusAnswerCounters();
+  EXPECT_EQ(c1.misses - c0.misses, 2u);  // compact and pretty, once each
+  EXPECT_EQ(c1.hits - c0.hits, 2u);
+  EXPECT_EQ(peers_.Count("tgt.status"), 1);
+
+  // Coalesce only (no reuse of bodies): each request is a new round, so a new
+  // text, and a change at the target shows at once.
+  bo.status_max_age = std::chrono::milliseconds(0);
+  Rebuild(bo);
+  Cluster();
+  ASSERT_EQ(Call("POST", "/v1/volumes", R"({"name":"v2","size_gb":1})").status, 201);
+  ASSERT_EQ(Call("GET", "/sys/iscsi", "", true, {{"name", "v2"}, {"ops", "add_lun"}, {"tgt", "127.0.0.2"}}).status,
+            200);
+  auto c2 = be_->StatusAnswerCounters();
+  auto x = Call("GET", "/tgtmaster/volume/status", "", false);
+  EXPECT_NE(x.body.find(R"("volumeName":"v2")"), std::string::npos) << x.body;
+  ASSERT_EQ(Call("GET", "/sys/iscsi", "", true, {{"name", "v2"}, {"ops", "del_lun"}, {"tgt", "127.0.0.2"}}).status,
+            200);
+  auto y = Call("GET", "/tgtmaster/volume/status", "", false);
+  EXPECT_EQ(y.body.find(R"("volumeName":"v2")"), std::string::npos) << y.body;
+  EXPECT_NE(y.body.find(R"("volumeName":"v1")"), std::string::npos) << y.body;
+  auto c3 = be_->StatusAnswerCounters();
+  EXPECT_EQ(c3.misses - c2.misses, 2u);
+  EXPECT_EQ(c3.hits - c2.hits, 0u);
 }
 
 TEST(JsonSplice, AddsTheFieldToEveryRowAndRefusesMalformedBodies) {

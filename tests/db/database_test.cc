@@ -7,6 +7,9 @@
 
 #include <chrono>
 #include <filesystem>
+#include <functional>
+#include <utility>
+#include <vector>
 
 namespace ferry::db {
 namespace {
@@ -155,6 +158,77 @@ TEST_F(DbTest, EventsGetSequenceNumbersAndOutboxState) {
   EXPECT_EQ((*after)[0].type, "b");
   EXPECT_EQ((*after)[0].payload, "{\"k\":1}");
   EXPECT_EQ(db->MarkEventSent(99).code(), Status::Code::kNotFound);
+}
+
+TEST_F(DbTest, GenerationGrowsOnEveryCommittedChangeOnly) {
+  auto db = OpenOk();
+  ASSERT_TRUE(db);
+  uint64_t g = db->generation();
+  // Each kind of change, one committed transaction each: +1 every time,
+  // visible as soon as Write returns.
+  const std::vector<std::pair<std::string, std::function<Status(Txn&)>>> writes = {
+      {"PutVolume", [](Txn& t) { return t.PutVolume(Vol("v1")); }},
+      {"SetVolumeState", [](Txn& t) { return t.SetVolumeState("v1", "extending"); }},
+      {"SetVolumeSize", [](Txn& t) { return t.SetVolumeSize("v1", 2LL << 30); }},
+      {"SetVolumeEpoch", [](Txn& t) { return t.SetVolumeEpoch("v1", 3); }},
+      {"SetVolumeGateway", [](Txn& t) { return t.SetVolumeGateway("v1", "127.0.0.1:8586"); }},
+      {"PutSnapshot", [](Txn& t) { return t.PutSnapshot({"v1", "s1", 1 << 30, 2}); }},
+      {"DeleteSnapshot", [](Txn& t) { return t.DeleteSnapshot("v1", "s1"); }},
+      {"PutTarget", [](Txn& t) { return t.PutTarget({"127.0.0.2", 3260, "127.0.0.2:8890", true, 5, ""}); }},
+      {"SetTargetOnline", [](Txn& t) { return t.SetTargetOnline("127.0.0.2", false, 6); }},
+      {"PutGateway", [](Txn& t) { return t.PutGateway({"127.0.0.1:8585", "127.0.0.1:8686", true, 5}); }},
+      {"SetGatewayOnline", [](Txn& t) { return t.SetGatewayOnline("127.0.0.1:8585", false, 6); }},
+      {"PutLun", [](Txn& t) {
+         return t.PutLun({"v1", "127.0.0.2", "iqn.x:v1", 1, 1, true, "127.0.0.1:8585", "ready", 1});
+       }},
+      {"SetLunSwitchable", [](Txn& t) { return t.SetLunSwitchable("v1", "127.0.0.2", false); }},
+      {"SetLunState", [](Txn& t) { return t.SetLunState("v1", "127.0.0.2", "removing"); }},
+      {"PutAttachment", [](Txn& t) { return t.PutAttachment({"v1", "h1", "127.0.0.2", "iqn.i:1", "{}"}); }},
+      {"DeleteAttachment", [](Txn& t) { return t.DeleteAttachment("v1", "h1"); }},
+      {"PutChap", [](Txn& t) { return t.PutChap({"v1", "u", "s", 1}); }},
+      {"PutSetting", [](Txn& t) { return t.PutSetting("", "fixedmode", "127.0.0.1:8585"); }},
+      {"DeleteSetting", [](Txn& t) { return t.DeleteSetting("", "fixedmode"); }},
+      {"AppendEvent", [](Txn& t) { return t.AppendEvent(0, "x", "{}", 0).status(); }},
+      {"DeleteLun", [](Txn& t) { return t.DeleteLun("v1", "127.0.0.2"); }},
+      {"DeleteGateway", [](Txn& t) { return t.DeleteGateway("127.0.0.1:8585"); }},
+      {"DeleteVolume", [](Txn& t) { return t.DeleteVolume("v1"); }},
+  };
+  for (auto& [name, fn] : writes) {
+    ASSERT_TRUE(db->Write(fn).ok()) << name;
+    EXPECT_EQ(db->generation(), g + 1) << name;
+    g = db->generation();
+  }
+  // Marking an event sent is a change too.
+  ASSERT_TRUE(db->MarkEventSent(1).ok());
+  EXPECT_EQ(db->generation(), g + 1);
+  g = db->generation();
+
+  // Reads change nothing.
+  ASSERT_TRUE(db->Write([](Txn& t) { return t.PutVolume(Vol("v2")); }).ok());
+  g = db->generation();
+  (void)db->GetVolume("v2");
+  (void)db->ListVolumes();
+  (void)db->CountVolumes();
+  (void)db->ListTargets();
+  (void)db->ListGateways();
+  (void)db->LunCountByTarget();
+  (void)db->ExportedVolumeCountByGateway();
+  (void)db->VolumeCountByGateway();
+  (void)db->EventsAfter(0, 10);
+  (void)db->UnsentEvents(10);
+  (void)db->version();
+  EXPECT_EQ(db->generation(), g);
+
+  // Rolled back (the function failed, or a statement did): no change.
+  EXPECT_FALSE(db->Write([](Txn& t) {
+                   FERRY_RETURN_IF_ERROR(t.PutVolume(Vol("v3")));
+                   return Status::Conflict("changed my mind");
+                 }).ok());
+  EXPECT_FALSE(db->Write([](Txn& t) { return t.PutVolume(Vol("v3", -5)); }).ok());
+  EXPECT_FALSE(db->Write([](Txn& t) { return t.DeleteVolume("nope"); }).ok());
+  EXPECT_FALSE(db->MarkEventSent(999).ok());
+  EXPECT_EQ(db->generation(), g);
+  EXPECT_FALSE(db->GetVolume("v3")->has_value());
 }
 
 TEST_F(DbTest, BusyTimeoutWaitsThenReportsUnavailable) {
