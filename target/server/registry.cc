@@ -65,7 +65,7 @@ void Registry::Shutdown() {
         s->second.size = v->size();
       }
     if (!live.empty() && !(snap == state_)) {
-      Status st = file_->Save(snap);
+      Status st = file_->Save(state_, snap);
       if (!st.ok()) opts_.log.Error("final save of the state failed: " + st.ToString());
     }
   }
@@ -118,11 +118,13 @@ Status Registry::Mutate(const std::function<Status(ServerState&)>& edit,
   q.unlock();
   {
     std::lock_guard<std::mutex> pl(persist_mu_);
+    // state_ changes only under persist_mu_, which this thread holds. Live
+    // gateway/epoch/size values are not overlaid here: the persister saves
+    // them (SaveCurrent) whenever they change.
     ServerState next;
     {
       std::shared_lock<std::shared_mutex> l(mu_);
       next = state_;
-      OverlayLive(&next);
     }
     std::vector<Writer*> edited;
     for (Writer* x : batch) {
@@ -130,7 +132,7 @@ Status Registry::Mutate(const std::function<Status(ServerState&)>& edit,
       if (x->result.ok()) edited.push_back(x);
     }
     if (!edited.empty()) {
-      Status st = file_->Save(next);
+      Status st = file_->Save(state_, next);
       if (!st.ok()) {
         opts_.log.Error("cannot persist the state, change refused: " + st.ToString());
         for (Writer* x : edited) x->result = Status::Internal("cannot persist the state: " + st.message());
@@ -163,7 +165,7 @@ Status Registry::SaveCurrent() {
     OverlayLive(&snap);
     if (snap == state_) return Status::Ok();
   }
-  FERRY_RETURN_IF_ERROR(file_->Save(snap));
+  FERRY_RETURN_IF_ERROR(file_->Save(state_, snap));
   std::unique_lock<std::shared_mutex> l(mu_);
   // Only the live-derived fields may have changed since the copy (admin
   // changes take persist_mu_), so installing the snapshot loses nothing.
@@ -209,6 +211,9 @@ Status Registry::Restore() {
   auto loaded = file_->Load();
   if (!loaded.ok()) return loaded.status();
   ServerState s = std::move(loaded.value());
+  if (uint64_t torn = file_->counters().torn_bytes; torn > 0)
+    opts_.log.Warn("state journal: dropped " + std::to_string(torn) +
+                   " bytes of an unfinished last change (a crash before it was acknowledged)");
   factory_->SetTimeouts(s.timeouts);
   factory_->SetFixedGateway(s.fixed_gateway);
   std::map<std::string, Live> live;
@@ -245,7 +250,7 @@ Status Registry::Restore() {
     live_ = std::move(live);
   }
   opts_.log.Info("restored " + std::to_string(state_.targets.size()) + " targets, " +
-                 std::to_string(nluns) + " luns from " + file_->path());
+                 std::to_string(nluns) + " luns from " + file_->path() + " and " + file_->journal_path());
   return Status::Ok();
 }
 

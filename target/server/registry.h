@@ -116,8 +116,9 @@ class Registry : public iscsi::TargetDirectory {
   bool AdmitsLocked(const TargetSpec& t, const std::string& name, const std::string& addr) const;
   std::shared_ptr<scsi::Target> NewScsiTarget(const std::string& iqn) const;
   void OnVolumeChange(const std::string& iqn, uint32_t lun, const VolumeChange& c);
-  // Copies the state, applies `edit` to the copy, saves it (with live gateway
-  // and epoch values), then installs it and runs `apply` under the write lock.
+  // Copies the state, applies `edit` to the copy, saves the difference (the
+  // persister saves live gateway/epoch/size values on its own), then installs
+  // the copy and runs `apply` under the write lock.
   // `apply` must be quick and cannot fail; an `edit` that fails must leave the
   // state it was given unchanged. Group commit (as LevelDB's writer queue):
   // concurrent callers queue; the first one applies every queued edit in

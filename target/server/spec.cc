@@ -195,6 +195,8 @@ Status NeedU64(const JsonObject& o, const std::string& key, uint64_t* out) {
   return Status::Ok();
 }
 
+}  // namespace
+
 Result<LunSpec> LunFromJson(const JsonObject& o) {
   LunSpec l;
   bool present = false;
@@ -212,27 +214,74 @@ Result<LunSpec> LunFromJson(const JsonObject& o) {
   return l;
 }
 
-}  // namespace
+void WriteLun(JsonWriter& w, const LunSpec& l) {
+  w.BeginObject().Field("lun", l.lun).Field("volume", l.volume).Field("gateways", l.gateways);
+  w.Field("preferred", l.preferred).Field("current", l.current).Field("epoch", l.epoch);
+  w.Field("switchable", l.switchable).Field("size", l.size).EndObject();
+}
+
+void WriteTargetFields(JsonWriter& w, const TargetSpec& t) {
+  w.Field("iqn", t.iqn).Field("tid", t.tid).Field("open", t.open);
+  w.Key("acl").BeginObject().Field("initiators", t.acl.initiators).Field("addresses", t.acl.addresses).EndObject();
+  w.Key("chap").BeginObject().Field("user", t.chap.user).Field("secret", t.chap.secret);
+  w.Field("mutual_user", t.chap.mutual_user).Field("mutual_secret", t.chap.mutual_secret).EndObject();
+}
+
+void WriteTimeouts(JsonWriter& w, const TimeoutValues& t) {
+  w.BeginObject();
+  for (const auto& name : TimeoutValues::Names()) w.Field(name, *t.Get(name));
+  w.EndObject();
+}
+
+Result<TargetSpec> TargetFieldsFromJson(const JsonObject& o) {
+  TargetSpec t;
+  bool present = false;
+  FERRY_RETURN_IF_ERROR(Need(o, "iqn", &t.iqn));
+  FERRY_RETURN_IF_ERROR(ValidateIqn(t.iqn));
+  uint64_t tid = 0;
+  FERRY_RETURN_IF_ERROR(NeedU64(o, "tid", &tid));
+  if (tid == 0 || tid > 65535) return Status::InvalidArgument("bad tid for " + t.iqn);
+  t.tid = static_cast<uint32_t>(tid);
+  FERRY_RETURN_IF_ERROR(GetBool(o, "open", &t.open, &present));
+  JsonObject acl, chap;
+  FERRY_RETURN_IF_ERROR(GetObject(o, "acl", &acl, &present));
+  if (present) {
+    FERRY_RETURN_IF_ERROR(GetStringList(acl, "initiators", &t.acl.initiators, &present));
+    FERRY_RETURN_IF_ERROR(GetStringList(acl, "addresses", &t.acl.addresses, &present));
+  }
+  FERRY_RETURN_IF_ERROR(GetObject(o, "chap", &chap, &present));
+  if (present) {
+    FERRY_RETURN_IF_ERROR(GetString(chap, "user", &t.chap.user, &present));
+    FERRY_RETURN_IF_ERROR(GetString(chap, "secret", &t.chap.secret, &present));
+    FERRY_RETURN_IF_ERROR(GetString(chap, "mutual_user", &t.chap.mutual_user, &present));
+    FERRY_RETURN_IF_ERROR(GetString(chap, "mutual_secret", &t.chap.mutual_secret, &present));
+  }
+  return t;
+}
+
+Status TimeoutsFromJson(const JsonObject& o, TimeoutValues* out) {
+  bool present = false;
+  for (const auto& name : TimeoutValues::Names()) {
+    int64_t v = 0;
+    FERRY_RETURN_IF_ERROR(GetInt(o, name, &v, &present));
+    if (present) FERRY_RETURN_IF_ERROR(out->Set(name, v));
+  }
+  return Status::Ok();
+}
 
 std::string StateToJson(const ServerState& s) {
   JsonWriter w;
   w.BeginObject().Field("version", 1).Key("targets").BeginArray();
   for (const auto& [iqn, t] : s.targets) {
-    w.BeginObject().Field("iqn", t.iqn).Field("tid", t.tid).Field("open", t.open);
-    w.Key("acl").BeginObject().Field("initiators", t.acl.initiators).Field("addresses", t.acl.addresses).EndObject();
-    w.Key("chap").BeginObject().Field("user", t.chap.user).Field("secret", t.chap.secret);
-    w.Field("mutual_user", t.chap.mutual_user).Field("mutual_secret", t.chap.mutual_secret).EndObject();
+    w.BeginObject();
+    WriteTargetFields(w, t);
     w.Key("luns").BeginArray();
-    for (const auto& [n, l] : t.luns) {
-      w.BeginObject().Field("lun", l.lun).Field("volume", l.volume).Field("gateways", l.gateways);
-      w.Field("preferred", l.preferred).Field("current", l.current).Field("epoch", l.epoch);
-      w.Field("switchable", l.switchable).Field("size", l.size).EndObject();
-    }
+    for (const auto& [n, l] : t.luns) WriteLun(w, l);
     w.EndArray().EndObject();
   }
-  w.EndArray().Key("timeouts").BeginObject();
-  for (const auto& name : TimeoutValues::Names()) w.Field(name, *s.timeouts.Get(name));
-  w.EndObject().Field("fixed_gateway", s.fixed_gateway).EndObject();
+  w.EndArray().Key("timeouts");
+  WriteTimeouts(w, s.timeouts);
+  w.Field("fixed_gateway", s.fixed_gateway).EndObject();
   return w.Take() + "\n";
 }
 
@@ -259,28 +308,10 @@ Result<ServerState> StateFromJson(const std::string& text) {
     } catch (const std::exception&) {
     }
     if (o.isNull()) return Status::InvalidArgument("state: target entry is not an object");
-    TargetSpec t;
-    FERRY_RETURN_IF_ERROR(Need(o, "iqn", &t.iqn));
-    FERRY_RETURN_IF_ERROR(ValidateIqn(t.iqn));
-    uint64_t tid = 0;
-    FERRY_RETURN_IF_ERROR(NeedU64(o, "tid", &tid));
-    if (tid == 0 || tid > 65535 || !tids.insert(static_cast<uint32_t>(tid)).second)
-      return Status::InvalidArgument("state: bad or duplicate tid for " + t.iqn);
-    t.tid = static_cast<uint32_t>(tid);
-    FERRY_RETURN_IF_ERROR(GetBool(o, "open", &t.open, &present));
-    JsonObject acl, chap;
-    FERRY_RETURN_IF_ERROR(GetObject(o, "acl", &acl, &present));
-    if (present) {
-      FERRY_RETURN_IF_ERROR(GetStringList(acl, "initiators", &t.acl.initiators, &present));
-      FERRY_RETURN_IF_ERROR(GetStringList(acl, "addresses", &t.acl.addresses, &present));
-    }
-    FERRY_RETURN_IF_ERROR(GetObject(o, "chap", &chap, &present));
-    if (present) {
-      FERRY_RETURN_IF_ERROR(GetString(chap, "user", &t.chap.user, &present));
-      FERRY_RETURN_IF_ERROR(GetString(chap, "secret", &t.chap.secret, &present));
-      FERRY_RETURN_IF_ERROR(GetString(chap, "mutual_user", &t.chap.mutual_user, &present));
-      FERRY_RETURN_IF_ERROR(GetString(chap, "mutual_secret", &t.chap.mutual_secret, &present));
-    }
+    auto fields = TargetFieldsFromJson(o);
+    if (!fields.ok()) return Status::InvalidArgument("state: " + fields.status().message());
+    TargetSpec t = std::move(fields.value());
+    if (!tids.insert(t.tid).second) return Status::InvalidArgument("state: bad or duplicate tid for " + t.iqn);
     Poco::JSON::Array::Ptr luns;
     try {
       luns = o->getArray("luns");
@@ -304,13 +335,7 @@ Result<ServerState> StateFromJson(const std::string& text) {
   }
   JsonObject to;
   FERRY_RETURN_IF_ERROR(GetObject(root, "timeouts", &to, &present));
-  if (present) {
-    for (const auto& name : TimeoutValues::Names()) {
-      int64_t v = 0;
-      FERRY_RETURN_IF_ERROR(GetInt(to, name, &v, &present));
-      if (present) FERRY_RETURN_IF_ERROR(s.timeouts.Set(name, v));
-    }
-  }
+  if (present) FERRY_RETURN_IF_ERROR(TimeoutsFromJson(to, &s.timeouts));
   FERRY_RETURN_IF_ERROR(GetString(root, "fixed_gateway", &s.fixed_gateway, &present));
   if (!s.fixed_gateway.empty()) FERRY_RETURN_IF_ERROR(ValidateGateway(s.fixed_gateway));
   return s;

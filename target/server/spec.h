@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "target/common/status.h"
+#include "target/server/json_util.h"
 
 namespace ferry::server {
 
@@ -92,5 +93,16 @@ std::string PeerIp(const std::string& peer);
 
 std::string StateToJson(const ServerState& s);
 Result<ServerState> StateFromJson(const std::string& text);
+
+// The pieces of the JSON form, shared with the state journal
+// (state_journal.h): one LUN object; a target's own fields (iqn, tid, open,
+// acl, chap — not its LUNs) written into the object being built; the
+// timeouts object. The readers validate as StateFromJson does.
+void WriteLun(JsonWriter& w, const LunSpec& l);
+void WriteTargetFields(JsonWriter& w, const TargetSpec& t);
+void WriteTimeouts(JsonWriter& w, const TimeoutValues& t);
+Result<LunSpec> LunFromJson(const JsonObject& o);
+Result<TargetSpec> TargetFieldsFromJson(const JsonObject& o);  // luns left empty
+Status TimeoutsFromJson(const JsonObject& o, TimeoutValues* out);
 
 }  // namespace ferry::server

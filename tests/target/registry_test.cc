@@ -1,9 +1,11 @@
 // Unit tests of the Registry (targets, LUNs, persistence, ACL) over RAM volumes.
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <csignal>
 #include <cstdlib>
 #include <fstream>
 #include <future>
@@ -295,21 +297,52 @@ TEST_F(RegistryTest, RestartRestoresEverythingWithoutGateways) {
   reg_.reset();
 }
 
-TEST_F(RegistryTest, PersistFailureRefusesTheChange) {
+// Every change must be refused, and nothing applied, when it cannot be made durable.
+void ExpectChangesRefused(Registry* reg, FakeFactory* factory, const std::shared_ptr<scsi::Target>& scsi) {
+  auto l = reg->AddLun(kIqn, LunRequest{"v1", std::nullopt, {"127.0.0.1:8585", "127.0.0.1:8586"}});
+  EXPECT_FALSE(l.ok());
+  EXPECT_FALSE(scsi->HasLun(1));
+  EXPECT_TRUE(factory->Last("v1")->stopped());
+  EXPECT_TRUE(reg->Targets().front().luns.empty());
+  bool created = false;
+  EXPECT_FALSE(reg->CreateTarget("iqn.2026-11.io.ferry:x", false, {}, {}, &created).ok());
+  EXPECT_FALSE(reg->Find("iqn.2026-11.io.ferry:x").has_value());
+  EXPECT_FALSE(reg->SetTimeout("read", 5).ok());
+  EXPECT_EQ(*reg->Timeouts().Get("read"), 60);
+}
+
+TEST_F(RegistryTest, JournalWriteFailureRefusesTheChange) {
+  MakeTarget();
+  // No file may grow past its current size: the next journal append fails (EFBIG).
+  struct stat st;
+  ASSERT_EQ(stat(file_->journal_path().c_str(), &st), 0);
+  struct rlimit old;
+  ASSERT_EQ(getrlimit(RLIMIT_FSIZE, &old), 0);
+  auto old_sig = signal(SIGXFSZ, SIG_IGN);
+  struct rlimit lim = old;
+  lim.rlim_cur = static_cast<rlim_t>(st.st_size);
+  ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &lim), 0);
+  ExpectChangesRefused(reg_.get(), &factory_, Scsi());
+  ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &old), 0);
+  signal(SIGXFSZ, old_sig);
+  // The journal holds exactly what was acknowledged, and changes work again.
+  StateFile reader(dir_);
+  auto back = reader.Load();
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(back->targets.size(), 1u);
+  EXPECT_TRUE(back->targets.begin()->second.luns.empty());
+  EXPECT_TRUE(reg_->SetTimeout("read", 5).ok());
+}
+
+TEST_F(RegistryTest, SnapshotWriteFailureRefusesTheChange) {
+  reg_.reset();
+  file_ = std::make_unique<StateFile>(dir_, StateFile::Options{0});  // every change writes a snapshot
+  reg_ = NewRegistry(false);
   MakeTarget();
   // A directory where the state file should be makes rename() fail.
   ASSERT_EQ(unlink(file_->path().c_str()), 0);
   ASSERT_EQ(mkdir(file_->path().c_str(), 0700), 0);
-  auto l = reg_->AddLun(kIqn, Req("v1"));
-  EXPECT_FALSE(l.ok());
-  EXPECT_FALSE(Scsi()->HasLun(1));
-  EXPECT_TRUE(factory_.Last("v1")->stopped());
-  EXPECT_TRUE(reg_->Targets().front().luns.empty());
-  bool created = false;
-  EXPECT_FALSE(reg_->CreateTarget("iqn.2026-11.io.ferry:x", false, {}, {}, &created).ok());
-  EXPECT_FALSE(reg_->Find("iqn.2026-11.io.ferry:x").has_value());
-  EXPECT_FALSE(reg_->SetTimeout("read", 5).ok());
-  EXPECT_EQ(*reg_->Timeouts().Get("read"), 60);
+  ExpectChangesRefused(reg_.get(), &factory_, Scsi());
   ASSERT_EQ(rmdir(file_->path().c_str()), 0);
 }
 

@@ -175,13 +175,13 @@ TEST(StateJson, RejectsGarbage) {
 
 TEST(StateFile, SaveLoadAtomicAndPrivate) {
   std::string dir = TempDir() + "/state";
-  StateFile f(dir);
+  StateFile f(dir, StateFile::Options{0});  // every change writes a snapshot (state_journal_test covers the journal)
   ASSERT_TRUE(f.Init().ok());
   auto empty = f.Load();
   ASSERT_TRUE(empty.ok());
   EXPECT_TRUE(empty->targets.empty());
   ServerState s = SampleState();
-  ASSERT_TRUE(f.Save(s).ok());
+  ASSERT_TRUE(f.Save(*empty, s).ok());
   struct stat st;
   ASSERT_EQ(stat(f.path().c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0600u);
