@@ -1177,7 +1177,14 @@ Result<std::shared_ptr<const Backend::Bodies>> Backend::SharedTargetStatus() {
   using Clock = std::chrono::steady_clock;
   const auto asked = Clock::now();
   std::unique_lock<std::mutex> l(status_mu_);
-  if (status_cache_ && asked - status_at_ <= opts_.status_max_age) return status_cache_;
+  if (status_cache_ && asked - status_at_ <= opts_.status_max_age) {
+    // Refresh ahead: past half its allowed age, one caller fetches the next
+    // round while everyone else still gets this (fresh enough) answer, so
+    // callers do not all queue behind a round each time the answer expires.
+    const bool refresh = opts_.status_max_age.count() > 0 && !status_fetching_ &&
+                         asked - status_at_ >= opts_.status_max_age / 2;
+    if (!refresh) return status_cache_;
+  }
   while (status_fetching_) {
     uint64_t gen = status_gen_;
     ++status_waiters_;
@@ -1199,7 +1206,11 @@ Result<std::shared_ptr<const Backend::Bodies>> Backend::SharedTargetStatus() {
     status_at_ = Clock::now();
   }
   status_cv_.notify_all();
-  if (!r.ok()) return r.status();
+  if (!r.ok()) {
+    // A failed refresh ahead still has an answer young enough to give.
+    if (status_cache_ && Clock::now() - status_at_ <= opts_.status_max_age) return status_cache_;
+    return r.status();
+  }
   return status_cache_;
 }
 

@@ -184,7 +184,8 @@ class Backend {
   Result<std::vector<std::pair<std::string, std::string>>> TargetStatusBodies();
   using Bodies = std::vector<std::pair<std::string, std::string>>;
   // The same, coalesced: callers arriving while a round of target calls is
-  // under way share its answer; an answer younger than status_max_age is reused.
+  // under way share its answer; an answer younger than status_max_age is reused
+  // (past half that age, the first caller fetches the next round for the others).
   Result<std::shared_ptr<const Bodies>> SharedTargetStatus();
   // Callers waiting for a round in progress (tests, metrics).
   int StatusWaiters();

@@ -450,6 +450,59 @@ TEST_F(BackendTest, VolumeStatusRoundsAreSharedAndReusedWhileFresh) {
   EXPECT_EQ(peers_.Count("tgt.status"), 6);
 }
 
+// Past half its allowed age, one caller fetches the next round while the
+// others still get the current answer at once; nobody gets one older than
+// the max age.
+TEST_F(BackendTest, VolumeStatusIsRefreshedAheadByOneCallerWhileOthersGetTheCurrentAnswer) {
+  BackendOptions o;
+  o.status_max_age = std::chrono::milliseconds(2000);
+  Reopen(o);
+  Cluster();
+  auto first = be_->SharedTargetStatus();
+  ASSERT_TRUE(first.ok());
+  auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(peers_.Count("tgt.status"), 2);  // one round: both targets
+  ASSERT_EQ(be_->SharedTargetStatus()->get(), first->get());  // young: reused, no round
+  EXPECT_EQ(peers_.Count("tgt.status"), 2);
+  std::mutex m;
+  std::condition_variable cv;
+  bool release = false;
+  std::atomic<int> entered{0};
+  peers_.before_status_json = [&] {
+    ++entered;
+    std::unique_lock<std::mutex> l(m);
+    cv.wait_for(l, std::chrono::seconds(20), [&] { return release; });
+  };
+  // Half the max age has passed (waiting for time itself is the condition).
+  std::this_thread::sleep_until(t0 + std::chrono::milliseconds(1050));
+  std::shared_ptr<const Backend::Bodies> refreshed;
+  std::thread refresher([&] {
+    auto r = be_->SharedTargetStatus();
+    if (r.ok()) refreshed = *r;
+  });
+  auto until = [](const std::function<bool()>& f) {
+    auto end = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (!f() && std::chrono::steady_clock::now() < end) std::this_thread::yield();
+    return f();
+  };
+  ASSERT_TRUE(until([&] { return entered.load() >= 1; }));
+  // The round is under way (held): another caller does not wait for it.
+  auto during = be_->SharedTargetStatus();
+  ASSERT_TRUE(during.ok());
+  EXPECT_EQ(during->get(), first->get());
+  EXPECT_EQ(be_->StatusWaiters(), 0);
+  {
+    std::lock_guard<std::mutex> l(m);
+    release = true;
+  }
+  cv.notify_all();
+  refresher.join();
+  ASSERT_TRUE(refreshed);
+  EXPECT_NE(refreshed.get(), first->get());
+  EXPECT_EQ(peers_.Count("tgt.status"), 4);
+  EXPECT_EQ(be_->SharedTargetStatus()->get(), refreshed.get());  // the new one, young again
+}
+
 TEST_F(BackendTest, MoveLunIsAddThenDelete) {
   Cluster();
   ASSERT_TRUE(be_->CreateVolume("v", kGiB, "", "").ok());
