@@ -97,15 +97,14 @@ void Registry::OverlayLive(ServerState* s) const {
 }
 
 struct Registry::Writer {
-  const std::function<Status(ServerState&)>* edit;
+  const Edit* edit;
   const std::function<void()>* apply;
   Status result;
   bool done = false;
   std::condition_variable cv;
 };
 
-Status Registry::Mutate(const std::function<Status(ServerState&)>& edit,
-                        const std::function<void()>& apply) {
+Status Registry::Mutate(const Edit& edit, const std::function<void()>& apply) {
   Writer w;
   w.edit = &edit;
   w.apply = &apply;
@@ -118,27 +117,24 @@ Status Registry::Mutate(const std::function<Status(ServerState&)>& edit,
   q.unlock();
   {
     std::lock_guard<std::mutex> pl(persist_mu_);
-    // state_ changes only under persist_mu_, which this thread holds. Live
-    // gateway/epoch/size values are not overlaid here: the persister saves
-    // them (SaveCurrent) whenever they change.
-    ServerState next;
-    {
-      std::shared_lock<std::shared_mutex> l(mu_);
-      next = state_;
-    }
+    // state_ and shadow_ change only under persist_mu_, which this thread
+    // holds. Live gateway/epoch/size values are not overlaid here: the
+    // persister saves them (SaveCurrent) whenever they change.
+    journal::Keys keys;
     std::vector<Writer*> edited;
     for (Writer* x : batch) {
-      x->result = (*x->edit)(next);
+      x->result = (*x->edit)(shadow_, keys);
       if (x->result.ok()) edited.push_back(x);
     }
     if (!edited.empty()) {
-      Status st = file_->Save(state_, next);
+      Status st = file_->Save(state_, shadow_, &keys);
       if (!st.ok()) {
         opts_.log.Error("cannot persist the state, change refused: " + st.ToString());
         for (Writer* x : edited) x->result = Status::Internal("cannot persist the state: " + st.message());
+        journal::CopyKeys(state_, keys, &shadow_);
       } else {
         std::unique_lock<std::shared_mutex> l(mu_);
-        state_ = std::move(next);
+        journal::CopyKeys(shadow_, keys, &state_);
         for (Writer* x : edited)
           if (*x->apply) (*x->apply)();
       }
@@ -166,6 +162,7 @@ Status Registry::SaveCurrent() {
     if (snap == state_) return Status::Ok();
   }
   FERRY_RETURN_IF_ERROR(file_->Save(state_, snap));
+  shadow_ = snap;
   std::unique_lock<std::shared_mutex> l(mu_);
   // Only the live-derived fields may have changed since the copy (admin
   // changes take persist_mu_), so installing the snapshot loses nothing.
@@ -245,6 +242,8 @@ Status Registry::Restore() {
     }
   }
   {
+    std::lock_guard<std::mutex> pl(persist_mu_);
+    shadow_ = s;
     std::unique_lock<std::shared_mutex> l(mu_);
     state_ = std::move(s);
     live_ = std::move(live);
@@ -270,19 +269,20 @@ Result<TargetSpec> Registry::CreateTarget(const std::string& iqn, bool open, con
   std::optional<TargetSpec> existing;
   auto scsi = NewScsiTarget(iqn);
   Status st = Mutate(
-      [&](ServerState& s) {
+      [&](ServerState& s, journal::Keys& keys) {
         auto it = s.targets.find(iqn);
         if (it != s.targets.end()) {
           existing = it->second;
           return Status::AlreadyExists("target " + iqn + " exists with other settings");
         }
-        std::set<uint32_t> used;
-        for (const auto& [k, v] : s.targets) used.insert(v.tid);
+        std::vector<bool> used(65537, false);
+        for (const auto& [k, v] : s.targets) used[v.tid] = true;
         uint32_t tid = 1;
-        while (used.count(tid)) ++tid;
+        while (tid <= 65535 && used[tid]) ++tid;
         if (tid > 65535) return Status::Conflict("no free tid");
         t.tid = tid;
         s.targets[iqn] = t;
+        keys.Target(iqn);
         return Status::Ok();
       },
       [&] { live_[iqn].scsi = scsi; });
@@ -299,8 +299,9 @@ Result<TargetSpec> Registry::CreateTarget(const std::string& iqn, bool open, con
 Status Registry::DeleteTarget(const std::string& iqn) {
   Live gone;
   Status st = Mutate(
-      [&](ServerState& s) {
+      [&](ServerState& s, journal::Keys& keys) {
         if (!s.targets.erase(iqn)) return Status::NotFound("no target " + iqn);
+        keys.Target(iqn);
         return Status::Ok();
       },
       [&] {
@@ -324,20 +325,22 @@ Status Registry::DeleteTarget(const std::string& iqn) {
 
 Status Registry::SetAcl(const std::string& iqn, const Acl& acl) {
   FERRY_RETURN_IF_ERROR(ValidateAcl(acl));
-  return Mutate([&](ServerState& s) {
+  return Mutate([&](ServerState& s, journal::Keys& keys) {
     auto it = s.targets.find(iqn);
     if (it == s.targets.end()) return Status::NotFound("no target " + iqn);
     it->second.acl = acl;
+    keys.Target(iqn);
     return Status::Ok();
   });
 }
 
 Status Registry::SetChap(const std::string& iqn, const Chap& chap) {
   FERRY_RETURN_IF_ERROR(ValidateChap(chap));
-  return Mutate([&](ServerState& s) {
+  return Mutate([&](ServerState& s, journal::Keys& keys) {
     auto it = s.targets.find(iqn);
     if (it == s.targets.end()) return Status::NotFound("no target " + iqn);
     it->second.chap = chap;
+    keys.Target(iqn);
     return Status::Ok();
   });
 }
@@ -387,13 +390,14 @@ Result<LunSpec> Registry::AddLun(const std::string& iqn, const LunRequest& req) 
   spec.epoch = vol->epoch();
   std::shared_ptr<scsi::Target> scsi;
   Status st = Mutate(
-      [&](ServerState& s) {
+      [&](ServerState& s, journal::Keys& keys) {
         auto it = s.targets.find(iqn);
         if (it == s.targets.end()) return Status::NotFound("target " + iqn + " was deleted meanwhile");
         for (const auto& [n, other] : it->second.luns)
           if (other.volume == spec.volume)
             return Status::Conflict("volume " + spec.volume + " is already lun " + std::to_string(n) + " of " + iqn);
         it->second.luns[lun] = spec;
+        keys.Target(iqn);
         return Status::Ok();
       },
       [&] {
@@ -411,8 +415,9 @@ Result<LunSpec> Registry::AddLun(const std::string& iqn, const LunRequest& req) 
   if (!st.ok()) {
     std::shared_ptr<Volume> undo;
     Status rb = Mutate(
-        [&](ServerState& s) {
-          s.targets[iqn].luns.erase(lun);
+        [&](ServerState& s, journal::Keys& keys) {
+          auto it = s.targets.find(iqn);
+          if (it != s.targets.end() && it->second.luns.erase(lun)) keys.Target(iqn);
           return Status::Ok();
         },
         [&] { live_[iqn].volumes.erase(lun); });
@@ -438,11 +443,12 @@ Status Registry::RemoveLun(const std::string& iqn, uint32_t lun) {
   std::shared_ptr<Volume> vol;
   std::shared_ptr<scsi::Target> scsi;
   Status st = Mutate(
-      [&](ServerState& s) {
+      [&](ServerState& s, journal::Keys& keys) {
         auto it = s.targets.find(iqn);
         if (it == s.targets.end()) return Status::NotFound("no target " + iqn);
         if (!it->second.luns.erase(lun))
           return Status::NotFound("no lun " + std::to_string(lun) + " in " + iqn);
+        keys.Target(iqn);
         return Status::Ok();
       },
       [&] {
@@ -500,12 +506,13 @@ Status Registry::SetSwitchable(const std::string& volume, bool on) {
   std::lock_guard<std::mutex> al(admin_mu_);
   std::vector<std::shared_ptr<Volume>> vols;
   Status st = Mutate(
-      [&](ServerState& s) {
+      [&](ServerState& s, journal::Keys& keys) {
         bool any = false;
         for (auto& [iqn, t] : s.targets)
           for (auto& [n, spec] : t.luns)
             if (spec.volume == volume) {
               spec.switchable = on;
+              keys.Target(iqn);
               any = true;
             }
         return any ? Status::Ok() : Status::NotFound("volume " + volume + " is not a lun here");
@@ -534,9 +541,10 @@ TimeoutValues Registry::Timeouts() const {
 Status Registry::SetTimeout(const std::string& type, int64_t seconds) {
   std::lock_guard<std::mutex> al(admin_mu_);
   TimeoutValues t;
-  Status st = Mutate([&](ServerState& s) {
+  Status st = Mutate([&](ServerState& s, journal::Keys& keys) {
     FERRY_RETURN_IF_ERROR(s.timeouts.Set(type, seconds));
     t = s.timeouts;
+    keys.globals = true;
     return Status::Ok();
   });
   if (!st.ok()) return st;
@@ -553,8 +561,9 @@ std::string Registry::FixedGateway() const {
 Status Registry::SetFixedGateway(const std::string& gateway) {
   if (!gateway.empty()) FERRY_RETURN_IF_ERROR(ValidateGateway(gateway));
   std::lock_guard<std::mutex> al(admin_mu_);
-  Status st = Mutate([&](ServerState& s) {
+  Status st = Mutate([&](ServerState& s, journal::Keys& keys) {
     s.fixed_gateway = gateway;
+    keys.globals = true;
     return Status::Ok();
   });
   if (!st.ok()) return st;

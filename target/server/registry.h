@@ -116,16 +116,20 @@ class Registry : public iscsi::TargetDirectory {
   bool AdmitsLocked(const TargetSpec& t, const std::string& name, const std::string& addr) const;
   std::shared_ptr<scsi::Target> NewScsiTarget(const std::string& iqn) const;
   void OnVolumeChange(const std::string& iqn, uint32_t lun, const VolumeChange& c);
-  // Copies the state, applies `edit` to the copy, saves the difference (the
-  // persister saves live gateway/epoch/size values on its own), then installs
-  // the copy and runs `apply` under the write lock.
+  // Applies `edit` to shadow_ (a copy of state_ kept equal to it at rest),
+  // saves the difference (the persister saves live gateway/epoch/size values
+  // on its own), then installs the touched keys into state_ and runs `apply`
+  // under the write lock; if the save fails, shadow_ is put back.
   // `apply` must be quick and cannot fail; an `edit` that fails must leave the
   // state it was given unchanged. Group commit (as LevelDB's writer queue):
   // concurrent callers queue; the first one applies every queued edit in
   // order to one copy and saves once for all of them, so N concurrent changes
   // cost one state write, not N. Each caller gets its own edit's result.
-  Status Mutate(const std::function<Status(ServerState&)>& edit,
-                const std::function<void()>& apply = nullptr);
+  // The edit marks in `keys` every target it changes (and `globals` for
+  // timeouts or fixed mode): only those are saved and installed, so a change
+  // costs the size of the change, not of the state.
+  using Edit = std::function<Status(ServerState&, journal::Keys&)>;
+  Status Mutate(const Edit& edit, const std::function<void()>& apply = nullptr);
   struct Writer;
   Status SaveCurrent();
   void OverlayLive(ServerState* s) const;  // caller holds mu_ (shared)
@@ -140,6 +144,7 @@ class Registry : public iscsi::TargetDirectory {
   std::mutex admin_mu_;             // serialises admin changes (never taken by I/O or logins)
   mutable std::shared_mutex mu_;    // guards state_ and live_
   ServerState state_;
+  ServerState shadow_;              // == state_ except inside Mutate; under persist_mu_
   std::map<std::string, Live> live_;
   // LUN numbers being opened or removed (not to be handed out), under admin_mu_.
   std::set<std::pair<std::string, uint32_t>> pending_luns_;

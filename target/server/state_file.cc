@@ -173,10 +173,10 @@ Status StateFile::WriteSnapshot(const ServerState& s) {
   return Status::Ok();
 }
 
-Status StateFile::Save(const ServerState& before, const ServerState& after) {
+Status StateFile::Save(const ServerState& before, const ServerState& after, const journal::Keys* keys) {
   std::lock_guard<std::mutex> lock(mu_);
   if (!need_snapshot_ && opts_.compact_min_bytes > 0) {
-    auto records = journal::Diff(before, after);
+    auto records = keys ? journal::Diff(before, after, *keys) : journal::Diff(before, after);
     if (records.empty()) return Status::Ok();
     std::string text = journal::FrameBatch(records);
     size_t limit = std::max(opts_.compact_min_bytes, 2 * snapshot_bytes_);

@@ -23,6 +23,7 @@
 
 #include "target/common/status.h"
 #include "target/server/spec.h"
+#include "target/server/state_journal.h"
 
 namespace ferry::server {
 
@@ -46,7 +47,8 @@ class StateFile {
   // Creates the directory (mode 0700) if needed and checks it is writable.
   Status Init();
   Result<ServerState> Load();
-  Status Save(const ServerState& before, const ServerState& after);
+  // With `keys`, only those are compared (journal::Diff with keys).
+  Status Save(const ServerState& before, const ServerState& after, const journal::Keys* keys = nullptr);
   std::string path() const { return dir_ + "/state.json"; }
   std::string journal_path() const { return dir_ + "/state.journal"; }
   Counters counters() const;

@@ -78,6 +78,20 @@ void DiffTarget(const TargetSpec* old, const TargetSpec& t, std::vector<std::str
   }
 }
 
+void DiffGlobals(const ServerState& from, const ServerState& to, std::vector<std::string>* out) {
+  if (!(from.timeouts == to.timeouts)) {
+    JsonWriter w;
+    w.BeginObject().Field("op", "timeouts").Key("timeouts");
+    WriteTimeouts(w, to.timeouts);
+    out->push_back(w.EndObject().Take());
+  }
+  if (from.fixed_gateway != to.fixed_gateway) {
+    JsonWriter w;
+    out->push_back(
+        w.BeginObject().Field("op", "fixed_gateway").Field("gateway", to.fixed_gateway).EndObject().Take());
+  }
+}
+
 }  // namespace
 
 std::vector<std::string> Diff(const ServerState& from, const ServerState& to) {
@@ -98,17 +112,36 @@ std::vector<std::string> Diff(const ServerState& from, const ServerState& to) {
       ++o, ++n;
     }
   }
-  if (!(from.timeouts == to.timeouts)) {
-    JsonWriter w;
-    w.BeginObject().Field("op", "timeouts").Key("timeouts");
-    WriteTimeouts(w, to.timeouts);
-    out.push_back(w.EndObject().Take());
-  }
-  if (from.fixed_gateway != to.fixed_gateway) {
-    JsonWriter w;
-    out.push_back(w.BeginObject().Field("op", "fixed_gateway").Field("gateway", to.fixed_gateway).EndObject().Take());
-  }
+  DiffGlobals(from, to, &out);
   return out;
+}
+
+std::vector<std::string> Diff(const ServerState& from, const ServerState& to, const Keys& keys) {
+  std::vector<std::string> out;
+  for (const auto& iqn : keys.targets) {
+    auto o = from.targets.find(iqn);
+    auto n = to.targets.find(iqn);
+    if (n != to.targets.end())
+      DiffTarget(o == from.targets.end() ? nullptr : &o->second, n->second, &out);
+    else if (o != from.targets.end())
+      out.push_back(TargetDelRecord(iqn));
+  }
+  if (keys.globals) DiffGlobals(from, to, &out);
+  return out;
+}
+
+void CopyKeys(const ServerState& from, const Keys& keys, ServerState* to) {
+  for (const auto& iqn : keys.targets) {
+    auto f = from.targets.find(iqn);
+    if (f == from.targets.end())
+      to->targets.erase(iqn);
+    else
+      to->targets[iqn] = f->second;
+  }
+  if (keys.globals) {
+    to->timeouts = from.timeouts;
+    to->fixed_gateway = from.fixed_gateway;
+  }
 }
 
 Status Apply(const std::string& record, ServerState* s) {

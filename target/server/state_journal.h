@@ -19,6 +19,7 @@
 //   written after the damaged one was acknowledged: corruption, an error.
 #pragma once
 
+#include <set>
 #include <string>
 #include <vector>
 
@@ -29,7 +30,20 @@ namespace ferry::server {
 
 namespace journal {
 
+// The keys a change may have touched: targets by iqn (changed, added or
+// removed) and the globals (timeouts, fixed mode).
+struct Keys {
+  std::set<std::string> targets;
+  bool globals = false;
+  void Target(const std::string& iqn) { targets.insert(iqn); }
+};
+
 std::vector<std::string> Diff(const ServerState& from, const ServerState& to);
+// The same, looking only at `keys` (the caller vouches nothing else changed):
+// the cost follows the size of the change, not of the state.
+std::vector<std::string> Diff(const ServerState& from, const ServerState& to, const Keys& keys);
+// Makes `to` equal to `from` on `keys`.
+void CopyKeys(const ServerState& from, const Keys& keys, ServerState* to);
 
 // Applies one record (the JSON text, without framing). kInvalidArgument for a
 // record that does not parse or validate; `s` is then unchanged.

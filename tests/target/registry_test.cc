@@ -63,6 +63,18 @@ class RegistryTest : public ::testing::Test {
     if (!e) return nullptr;
     return std::dynamic_pointer_cast<scsi::Target>(e->sink);
   }
+  // What the registry serves is exactly what a restart would load.
+  void ExpectServedEqualsDisk() {
+    ServerState disk = OnDisk();
+    std::vector<TargetSpec> served = reg_->Targets();
+    ASSERT_EQ(served.size(), disk.targets.size());
+    for (const auto& t : served) {
+      ASSERT_TRUE(disk.targets.count(t.iqn)) << t.iqn;
+      EXPECT_EQ(disk.targets.at(t.iqn), t) << t.iqn;
+    }
+    EXPECT_EQ(disk.timeouts, reg_->Timeouts());
+    EXPECT_EQ(disk.fixed_gateway, reg_->FixedGateway());
+  }
   ServerState OnDisk() {
     auto s = file_->Load();
     EXPECT_TRUE(s.ok());
@@ -122,6 +134,7 @@ TEST_F(RegistryTest, ConcurrentChangesAreAllPersistedWithDistinctTidsAndLuns) {
   for (int i = 0; i < kThreads; ++i) EXPECT_TRUE(results[i].ok()) << results[i].ToString();
   EXPECT_EQ(reg_->RemoveLun("iqn.2026-11.io.ferry:c0", 1).code(), Status::Code::kNotFound);
   for (auto& [iqn, t] : OnDisk().targets) EXPECT_TRUE(t.luns.empty()) << iqn;
+  ExpectServedEqualsDisk();
 }
 
 TEST_F(RegistryTest, CreateTargetAssignsTidsAndIsIdempotent) {
@@ -407,6 +420,7 @@ TEST_F(RegistryTest, ResizeSwitchableTimeoutsFixedMode) {
   ASSERT_TRUE(reg_->SetFixedGateway("").ok());
   EXPECT_EQ(factory_.fixed(), "");
   EXPECT_EQ(reg_->StatusRows().size(), 1u);
+  ExpectServedEqualsDisk();
 }
 
 // Opening a slow gateway for one LUN must not block logins, status, or adding
