@@ -29,7 +29,7 @@ std::string Enc(const std::string& s) { return UrlEncode(s); }
 }  // namespace
 
 HttpPeerApi::HttpPeerApi(std::string token, std::chrono::milliseconds timeout)
-    : client_(HttpClient::Options{std::move(token), timeout, false, ""}) {}
+    : client_(HttpClient::Options{std::move(token), timeout, false, "", kKeepAliveIdle}) {}
 
 Result<std::string> HttpPeerApi::Call(const std::string& method, const std::string& admin,
                                       const std::string& path, const std::string& body) const {

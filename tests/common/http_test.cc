@@ -73,6 +73,52 @@ TEST(HttpServer, ServesOverTcpAndRejectsOversizeBodies) {
   EXPECT_FALSE(HttpClient(quick).Get(base + "/echo").ok());
 }
 
+// The client's address as the server saw it, per request.
+std::string PeerOf(const HttpClient& c, const std::string& method, const std::string& url) {
+  auto r = c.Do(method, url);
+  EXPECT_TRUE(r.ok()) << r.status().ToString();
+  return r.ok() ? r->body : "";
+}
+
+TEST(HttpClient, KeepAliveReusesConnectionsAndNeverResendsAPost) {
+  auto serve = [](HttpServer& s) {
+    for (const char* m : {"GET", "POST"})
+      s.Route(m, "/peer", [](const HttpRequest& r) { return HttpResponse::Json(200, JsonEscape(r.peer)); });
+    return s.Start();
+  };
+  auto s = std::make_unique<HttpServer>(Opts(), Logger("test", LogLevel::kError));
+  ASSERT_TRUE(serve(*s).ok());
+  int port = s->port();
+  std::string url = "http://127.0.0.1:" + std::to_string(port) + "/peer";
+  HttpClient once;  // one connection per call
+  EXPECT_NE(PeerOf(once, "GET", url), PeerOf(once, "GET", url));
+  HttpClient::Options ko;
+  ko.keep_alive_idle = 2;
+  HttpClient kept(ko);
+  std::string first = PeerOf(kept, "GET", url);
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(PeerOf(kept, i % 2 ? "POST" : "GET", url), first);
+
+  // The server goes away and comes back on the same port: the idle
+  // connection is dead. A GET is sent again on a new connection...
+  s->Stop();
+  s.reset();
+  HttpServer::Options again = Opts();
+  again.port = port;
+  s = std::make_unique<HttpServer>(again, Logger("test", LogLevel::kError));
+  ASSERT_TRUE(serve(*s).ok());
+  std::string second = PeerOf(kept, "GET", url);
+  EXPECT_FALSE(second.empty());
+  EXPECT_NE(second, first);
+  // ...a POST on a dead idle connection is an error, never sent twice.
+  s->Stop();
+  s.reset();
+  s = std::make_unique<HttpServer>(again, Logger("test", LogLevel::kError));
+  ASSERT_TRUE(serve(*s).ok());
+  EXPECT_FALSE(kept.Do("POST", url).ok());
+  EXPECT_NE(PeerOf(kept, "POST", url), second);  // and the next one opens a new connection
+  s->Stop();
+}
+
 TEST(HttpServer, StartFailsCleanlyOnBadAddress) {
   HttpServer::Options o = Opts();
   o.host = "256.1.1.1";
