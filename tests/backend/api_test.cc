@@ -3,9 +3,11 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <thread>
+#include <vector>
 
 #include "backend/api.h"
 #include "backend/json.h"
@@ -339,6 +341,54 @@ TEST_F(ApiTest, MapAnswersAreReusedOnlyUntilTheMapChanges) {
   EXPECT_NE(m.body.find("ferry_backend_answers_total{cache=\"map\",how=\"miss\"} " + std::to_string(n.misses) + "\n"),
             std::string::npos)
       << m.body;
+}
+
+// Readers hammering the cached maps never hide a change from the writer's
+// next read: each add_lun/del_lun is in the answer that follows it, while
+// other threads keep computing and sharing answers at older generations.
+TEST_F(ApiTest, ConcurrentReadersNeverHideACommittedChange) {
+  Cluster();
+  const int kVols = 12;
+  for (int i = 0; i < kVols; ++i)
+    ASSERT_EQ(Call("POST", "/v1/volumes", "{\"name\":\"c" + std::to_string(i) + "\",\"size_gb\":1}").status, 201);
+  std::atomic<bool> stop{false};
+  std::atomic<int> reads{0}, bad{0};
+  std::vector<std::thread> readers;
+  for (int t = 0; t < 4; ++t)
+    readers.emplace_back([&, t] {
+      const char* path = t % 2 ? "/tgtmaster/gatewaymap" : "/tgtmaster/tgtmap";
+      while (!stop.load()) {
+        HttpRequest r;
+        r.method = "PUT";
+        r.path = path;
+        if (t >= 2) r.query["pretty"] = "y";
+        auto resp = server_->Dispatch(r);
+        if (resp.status != 200) ++bad;
+        ++reads;
+      }
+    });
+  auto lun_count = [&](const std::string& path) {
+    JObj o = Obj(Call("PUT", path, "", false));
+    return IntOr(o->getArray("ServerInfos")->getObject(0), "VolumeCount");
+  };
+  for (int i = 0; i < kVols; ++i) {
+    ASSERT_EQ(Call("GET", "/sys/iscsi", "", true,
+                   {{"name", "c" + std::to_string(i)}, {"ops", "add_lun"}, {"tgt", "127.0.0.2"}}).status,
+              200);
+    EXPECT_EQ(lun_count("/tgtmaster/tgtmap"), i + 1);
+    EXPECT_EQ(lun_count("/tgtmaster/gatewaymap"), i + 1);
+  }
+  for (int i = 0; i < kVols; ++i) {
+    ASSERT_EQ(Call("GET", "/sys/iscsi", "", true,
+                   {{"name", "c" + std::to_string(i)}, {"ops", "del_lun"}, {"tgt", "127.0.0.2"}}).status,
+              200);
+    EXPECT_EQ(lun_count("/tgtmaster/tgtmap"), kVols - i - 1);
+    EXPECT_EQ(lun_count("/tgtmaster/gatewaymap"), kVols - i - 1);
+  }
+  stop = true;
+  for (auto& t : readers) t.join();
+  EXPECT_EQ(bad.load(), 0);
+  EXPECT_GT(reads.load(), 0);
 }
 
 // volume/status: the text is made once per round of target bodies and reused
