@@ -193,14 +193,31 @@ HttpResponse AdminApi::AddLun(const HttpRequest& r) {
     else req.epoch = static_cast<uint64_t>(n);
   }
   if (st.ok()) st = GetBool(*body, "switchable", &req.switchable, &present);
+  JsonObject sub;
+  if (st.ok()) st = GetObject(*body, "target", &sub, &present);
+  if (st.ok() && present) {
+    // Create the target with its first LUN in one change (one round trip,
+    // one durable write) when it does not exist yet.
+    TargetSpec t;
+    JsonObject part;
+    st = GetBool(sub, "open", &t.open, &present);
+    if (st.ok()) st = GetObject(sub, "acl", &part, &present);
+    if (st.ok() && present) st = ParseAcl(part, &t.acl);
+    if (st.ok()) st = GetObject(sub, "chap", &part, &present);
+    if (st.ok() && present) st = ParseChap(part, &t.chap);
+    req.create_target = t;
+  }
   if (!st.ok()) return Err(st);
-  auto lun = reg_->AddLun(r.params.at("iqn"), req);
+  AddLunInfo info;
+  auto lun = reg_->AddLun(r.params.at("iqn"), req, &info);
   if (!lun.ok()) return Err(lun.status());
   JsonObject o = NewObject();
   o->set("lun", lun->lun);
   o->set("size", lun->size);
   o->set("epoch", lun->epoch);
   o->set("current", lun->current);
+  o->set("tid", info.tid);
+  o->set("target_created", info.target_created);
   return Ok(201, o);
 }
 

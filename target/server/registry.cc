@@ -253,6 +253,24 @@ Status Registry::Restore() {
   return Status::Ok();
 }
 
+namespace {
+
+// The lowest tid no target has.
+Result<uint32_t> FreeTid(const ServerState& s) {
+  std::vector<bool> used(65537, false);
+  for (const auto& [k, v] : s.targets) used[v.tid] = true;
+  uint32_t tid = 1;
+  while (tid <= 65535 && used[tid]) ++tid;
+  if (tid > 65535) return Status::Conflict("no free tid");
+  return tid;
+}
+
+bool SameAccess(const TargetSpec& a, const TargetSpec& b) {
+  return a.open == b.open && a.acl == b.acl && a.chap == b.chap;
+}
+
+}  // namespace
+
 Result<TargetSpec> Registry::CreateTarget(const std::string& iqn, bool open, const Acl& acl,
                                           const Chap& chap, bool* created) {
   *created = false;
@@ -275,12 +293,9 @@ Result<TargetSpec> Registry::CreateTarget(const std::string& iqn, bool open, con
           existing = it->second;
           return Status::AlreadyExists("target " + iqn + " exists with other settings");
         }
-        std::vector<bool> used(65537, false);
-        for (const auto& [k, v] : s.targets) used[v.tid] = true;
-        uint32_t tid = 1;
-        while (tid <= 65535 && used[tid]) ++tid;
-        if (tid > 65535) return Status::Conflict("no free tid");
-        t.tid = tid;
+        auto tid = FreeTid(s);
+        if (!tid.ok()) return tid.status();
+        t.tid = *tid;
         s.targets[iqn] = t;
         keys.Target(iqn);
         return Status::Ok();
@@ -345,7 +360,7 @@ Status Registry::SetChap(const std::string& iqn, const Chap& chap) {
   });
 }
 
-Result<LunSpec> Registry::AddLun(const std::string& iqn, const LunRequest& req) {
+Result<LunSpec> Registry::AddLun(const std::string& iqn, const LunRequest& req, AddLunInfo* info) {
   LunSpec spec;
   spec.volume = req.volume;
   spec.gateways = req.gateways;
@@ -355,12 +370,23 @@ Result<LunSpec> Registry::AddLun(const std::string& iqn, const LunRequest& req) 
   spec.switchable = req.switchable;
   spec.lun = req.lun.value_or(0);
   FERRY_RETURN_IF_ERROR(ValidateLun(spec));
+  std::optional<TargetSpec> create = req.create_target;
+  if (create) {
+    create->iqn = iqn;
+    create->luns.clear();
+    FERRY_RETURN_IF_ERROR(ValidateIqn(iqn));
+    FERRY_RETURN_IF_ERROR(ValidateAcl(create->acl));
+    FERRY_RETURN_IF_ERROR(ValidateChap(create->chap));
+  }
   {
     std::lock_guard<std::mutex> al(admin_mu_);
     std::shared_lock<std::shared_mutex> l(mu_);
     auto it = state_.targets.find(iqn);
-    if (it == state_.targets.end()) return Status::NotFound("no target " + iqn);
-    const TargetSpec& t = it->second;
+    if (it == state_.targets.end() && !create) return Status::NotFound("no target " + iqn);
+    if (it != state_.targets.end() && create && !SameAccess(it->second, *create))
+      return Status::AlreadyExists("target " + iqn + " exists with other settings");
+    static const TargetSpec kNew;
+    const TargetSpec& t = it == state_.targets.end() ? kNew : it->second;
     for (const auto& [n, other] : t.luns)
       if (other.volume == spec.volume)
         return Status::Conflict("volume " + spec.volume + " is already lun " + std::to_string(n) + " of " + iqn);
@@ -389,19 +415,36 @@ Result<LunSpec> Registry::AddLun(const std::string& iqn, const LunRequest& req) 
   spec.current = vol->current();
   spec.epoch = vol->epoch();
   std::shared_ptr<scsi::Target> scsi;
+  std::shared_ptr<scsi::Target> new_scsi = create ? NewScsiTarget(iqn) : nullptr;
+  AddLunInfo done;
   Status st = Mutate(
       [&](ServerState& s, journal::Keys& keys) {
         auto it = s.targets.find(iqn);
-        if (it == s.targets.end()) return Status::NotFound("target " + iqn + " was deleted meanwhile");
+        if (it == s.targets.end()) {
+          if (!create) return Status::NotFound("target " + iqn + " was deleted meanwhile");
+          auto tid = FreeTid(s);
+          if (!tid.ok()) return tid.status();
+          TargetSpec t = *create;
+          t.tid = *tid;
+          t.luns[lun] = spec;
+          s.targets[iqn] = std::move(t);
+          keys.Target(iqn);
+          done = {*tid, true};
+          return Status::Ok();
+        }
+        if (create && !SameAccess(it->second, *create))
+          return Status::AlreadyExists("target " + iqn + " exists with other settings");
         for (const auto& [n, other] : it->second.luns)
           if (other.volume == spec.volume)
             return Status::Conflict("volume " + spec.volume + " is already lun " + std::to_string(n) + " of " + iqn);
         it->second.luns[lun] = spec;
         keys.Target(iqn);
+        done = {it->second.tid, false};
         return Status::Ok();
       },
       [&] {
         Live& lv = live_[iqn];
+        if (!lv.scsi) lv.scsi = new_scsi;
         lv.volumes[lun] = vol;
         scsi = lv.scsi;
       });
@@ -413,20 +456,31 @@ Result<LunSpec> Registry::AddLun(const std::string& iqn, const LunRequest& req) 
   id.volume_name = spec.volume;
   st = scsi ? scsi->AddLun(lun, vol->device(), id) : Status::Internal("target has no scsi device server");
   if (!st.ok()) {
-    std::shared_ptr<Volume> undo;
+    // Undo; a target this call created goes too unless another LUN joined it.
+    bool target_gone = false;
     Status rb = Mutate(
         [&](ServerState& s, journal::Keys& keys) {
           auto it = s.targets.find(iqn);
           if (it != s.targets.end() && it->second.luns.erase(lun)) keys.Target(iqn);
+          if (it != s.targets.end() && done.target_created && it->second.luns.empty()) {
+            s.targets.erase(it);
+            target_gone = true;
+          }
           return Status::Ok();
         },
-        [&] { live_[iqn].volumes.erase(lun); });
+        [&] {
+          live_[iqn].volumes.erase(lun);
+          if (target_gone) live_.erase(iqn);
+        });
     if (!rb.ok()) opts_.log.Error("rollback of lun " + std::to_string(lun) + " failed: " + rb.ToString());
     vol->Stop();
     return st;
   }
+  if (done.target_created)
+    opts_.log.Info("target " + iqn + " created (tid " + std::to_string(done.tid) + ") with its first lun");
   opts_.log.Info("target " + iqn + " lun " + std::to_string(lun) + " = volume " + spec.volume + " on " +
                  spec.current + " epoch " + std::to_string(spec.epoch) + " size " + std::to_string(spec.size));
+  if (info) *info = done;
   return spec;
 }
 

@@ -46,6 +46,16 @@ struct LunRequest {
   std::string current;          // default: preferred
   std::optional<uint64_t> epoch;  // default 1
   bool switchable = true;
+  // When set and the target does not exist, it is created with these
+  // settings (open, acl, chap; tid assigned) in the same durable change as
+  // the LUN; when it exists, its settings must be these (else kAlreadyExists).
+  std::optional<TargetSpec> create_target;
+};
+
+// What AddLun did besides the LUN.
+struct AddLunInfo {
+  uint32_t tid = 0;
+  bool target_created = false;
 };
 
 struct StatusRow {
@@ -84,7 +94,7 @@ class Registry : public iscsi::TargetDirectory {
   Status DeleteTarget(const std::string& iqn);
   Status SetAcl(const std::string& iqn, const Acl& acl);
   Status SetChap(const std::string& iqn, const Chap& chap);
-  Result<LunSpec> AddLun(const std::string& iqn, const LunRequest& req);
+  Result<LunSpec> AddLun(const std::string& iqn, const LunRequest& req, AddLunInfo* info = nullptr);
   Status RemoveLun(const std::string& iqn, uint32_t lun);
   // Every LUN of `volume` re-reads its size; raises CAPACITY DATA HAS CHANGED.
   Result<uint64_t> Resize(const std::string& volume);

@@ -206,6 +206,41 @@ TEST_F(RegistryTest, AddLunDefaultsAndConflicts) {
   EXPECT_EQ(OnDisk().targets.at(kIqn).luns.size(), 3u);
 }
 
+TEST_F(RegistryTest, AddLunCreatesItsTargetInTheSameChange) {
+  LunRequest req = Req("v1");
+  TargetSpec access;
+  access.acl.initiators = {"iqn.init:a"};
+  req.create_target = access;
+  auto appends = file_->counters().appends;
+  AddLunInfo info;
+  auto l = reg_->AddLun("iqn.2026-11.io.ferry:new", req, &info);
+  ASSERT_TRUE(l.ok()) << l.status().ToString();
+  EXPECT_TRUE(info.target_created);
+  EXPECT_GE(info.tid, 1u);
+  EXPECT_EQ(file_->counters().appends, appends + 1);  // one durable change for both
+  ASSERT_NE(Scsi("iqn.2026-11.io.ferry:new"), nullptr);
+  EXPECT_TRUE(Scsi("iqn.2026-11.io.ferry:new")->HasLun(l->lun));
+  EXPECT_TRUE(reg_->Admits("iqn.2026-11.io.ferry:new", "iqn.init:a", "10.0.0.1"));
+  // Same settings: the LUN joins the existing target.
+  req = Req("v2");
+  req.create_target = access;
+  auto l2 = reg_->AddLun("iqn.2026-11.io.ferry:new", req, &info);
+  ASSERT_TRUE(l2.ok()) << l2.status().ToString();
+  EXPECT_FALSE(info.target_created);
+  EXPECT_NE(l2->lun, l->lun);
+  // Other settings: refused, nothing changes.
+  req = Req("v3");
+  TargetSpec other;
+  other.acl.initiators = {"iqn.init:b"};
+  req.create_target = other;
+  EXPECT_EQ(reg_->AddLun("iqn.2026-11.io.ferry:new", req).status().code(), Status::Code::kAlreadyExists);
+  EXPECT_TRUE(factory_.Last("v3") == nullptr || factory_.Last("v3")->stopped());
+  // Without create_target a missing target is still "not found".
+  EXPECT_EQ(reg_->AddLun("iqn.2026-11.io.ferry:none", Req("v4")).status().code(), Status::Code::kNotFound);
+  EXPECT_EQ(OnDisk().targets.at("iqn.2026-11.io.ferry:new").luns.size(), 2u);
+  ExpectServedEqualsDisk();
+}
+
 TEST_F(RegistryTest, LiveMigrationJoinKeepsEpochAndCurrent) {
   MakeTarget();
   LunRequest r = Req("v1");

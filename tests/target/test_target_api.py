@@ -122,7 +122,7 @@ def test_lun_lifecycle_status_sessions_resize(procs, tmp_path):
     assert st == 200 and again["tid"] == 1
     assert tgt.call("POST", "/v1/targets", {"iqn": iqn})[0] == 409
     lun = tgt.add_lun(iqn, "vol1", [gw])
-    assert lun == {"lun": 1, "size": 64 * MiB, "epoch": 1, "current": gw.nbd}
+    assert lun == {"lun": 1, "size": 64 * MiB, "epoch": 1, "current": gw.nbd, "tid": 1, "target_created": False}
     lun2 = tgt.add_lun(iqn, "vol2", [gw], lun=5, epoch=3, switchable=False)
     assert lun2["lun"] == 5 and lun2["epoch"] == 3
     assert tgt.call("POST", f"/v1/targets/{iqn}/luns", {"volume": "vol1", "gateways": [gw.nbd]})[0] == 409
@@ -207,3 +207,33 @@ def test_delete_target_drops_its_sessions(procs, tmp_path):
     va.proc.kill()
     res = vb.result()  # the other target's I/O never noticed
     assert res["errors"] == 0 and res["mismatches"] == 0, res
+
+
+def test_add_lun_creates_its_target_in_one_call(procs, tmp_path):
+    gw, tgt = cluster(procs, tmp_path, volumes=("vol1", "vol2"))
+    iqn = f"{IQN_PREFIX}:one-call"
+    chap = {"user": "u1", "secret": "secret-12345678"}
+    # Bad target settings: refused, nothing created.
+    st, body = tgt.call("POST", f"/v1/targets/{iqn}/luns",
+                        {"volume": "vol1", "gateways": [gw.nbd], "target": {"acl": "nope"}})
+    assert st == 400, body
+    assert tgt.call("GET", f"/v1/targets/{iqn}")[0] == 404
+    body = tgt.add_lun(iqn, "vol1", [gw], target={"acl": {"initiators": ["iqn.x:allowed"]}, "chap": chap})
+    assert body["target_created"] is True and body["tid"] >= 1 and body["lun"] == 1, body
+    st, t = tgt.call("GET", f"/v1/targets/{iqn}")
+    assert st == 200 and t["acl"]["initiators"] == ["iqn.x:allowed"] and len(t["luns"]) == 1, t
+    # It is a real target: the admitted initiator logs in with its CHAP secret, another one does not.
+    url = f"iscsi://u1%secret-12345678@{tgt.portal}/{iqn}/1"
+    assert run(["iscsi-readcapacity16", "-i", "iqn.x:allowed", url], check=False).returncode == 0
+    assert run(["iscsi-readcapacity16", "-i", "iqn.x:other", url], check=False).returncode != 0
+    # A second LUN with the same settings joins it; other settings are refused.
+    body = tgt.add_lun(iqn, "vol2", [gw], target={"acl": {"initiators": ["iqn.x:allowed"]}, "chap": chap})
+    assert body["target_created"] is False and body["lun"] == 2, body
+    st, body = tgt.call("POST", f"/v1/targets/{iqn}/luns",
+                        {"volume": "vol2", "gateways": [gw.nbd], "target": {"open": True}})
+    assert st == 409 and "other settings" in body["error"], body
+    # Both survive a restart (one journal record set each).
+    tgt.stop()
+    tgt.start()
+    st, t = tgt.call("GET", f"/v1/targets/{iqn}")
+    assert st == 200 and [l["volume"] for l in t["luns"]] == ["vol1", "vol2"], t
