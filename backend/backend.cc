@@ -631,23 +631,39 @@ Result<LunPlacement> Backend::AddLunLocked(const db::VolumeRow& v, const db::Tar
   FERRY_RETURN_IF_ERROR(log_->CommitAll(first_events).status());
   Crash("add_lun.after_intent");
 
+  // A new iSCSI target is created with its first LUN in one call (one
+  // durable change at the target).
   bool created = false;
-  if (!target_exists) {
-    auto r = peers_->TgtCreateTarget(t.admin, iqn, access);
-    if (r.ok()) {
-      tid = *r;
-      created = true;
-    } else if (r.status().code() != Status::Code::kConflict) {
-      (void)log_->Commit(Event{"lun.removed", {{"volume", v.name}, {"target", t.ip}}});
-      return r.status();
+  if (!target_exists) spec.create_target = access;
+  auto added = peers_->TgtAddLun(t.admin, iqn, spec);
+  if (!added.ok() && spec.create_target) {
+    const Status::Code c = added.status().code();
+    if (c == Status::Code::kNotFound) {
+      // A target that predates the one-call create: create it, then add.
+      auto r = peers_->TgtCreateTarget(t.admin, iqn, access);
+      if (r.ok()) {
+        tid = *r;
+        created = true;
+      } else if (r.status().code() != Status::Code::kConflict) {
+        (void)log_->Commit(Event{"lun.removed", {{"volume", v.name}, {"target", t.ip}}});
+        return r.status();
+      }
+    }
+    if (c == Status::Code::kNotFound || c == Status::Code::kConflict) {
+      // It exists (orphan or other settings): join it, as an existing target.
+      spec.create_target.reset();
+      added = peers_->TgtAddLun(t.admin, iqn, spec);
     }
   }
   Crash("add_lun.after_target");
-  auto added = peers_->TgtAddLun(t.admin, iqn, spec);
   if (!added.ok()) {
     if (created) (void)peers_->TgtDeleteTarget(t.admin, iqn);
     (void)log_->Commit(Event{"lun.removed", {{"volume", v.name}, {"target", t.ip}}});
     return added.status();
+  }
+  if (added->target_created) {
+    created = true;
+    if (added->tid > 0) tid = added->tid;
   }
   Crash("add_lun.after_lun");
   Event ready = intent;

@@ -127,17 +127,23 @@ JObj ChapJson(const std::string& user, const std::string& secret) {
   }
   return c;
 }
-}  // namespace
-
-Result<int64_t> HttpPeerApi::TgtCreateTarget(const std::string& admin, const std::string& iqn,
-                                             const TargetAccess& access) {
+// The target settings an export is created with (POST /v1/targets, or the
+// "target" object of POST /v1/targets/{iqn}/luns).
+JObj TargetAccessJson(const TargetAccess& access) {
   JObj b = NewObj();
-  b->set("iqn", iqn);
   if (access.initiators.empty())
     b->set("open", true);
   else
     b->set("acl", AclJson(access.initiators));
   if (!access.chap_user.empty()) b->set("chap", ChapJson(access.chap_user, access.chap_secret));
+  return b;
+}
+}  // namespace
+
+Result<int64_t> HttpPeerApi::TgtCreateTarget(const std::string& admin, const std::string& iqn,
+                                             const TargetAccess& access) {
+  JObj b = TargetAccessJson(access);
+  b->set("iqn", iqn);
   auto r = Call("POST", admin, "/v1/targets", Render(b));
   if (!r.ok()) return r.status();
   auto o = ParseObject(*r);
@@ -170,11 +176,15 @@ Result<LunInfo> HttpPeerApi::TgtAddLun(const std::string& admin, const std::stri
   if (!s.current.empty()) b->set("current", s.current);
   if (s.epoch) b->set("epoch", *s.epoch);
   if (s.switchable) b->set("switchable", *s.switchable);
+  if (s.create_target) b->set("target", TargetAccessJson(*s.create_target));
   auto r = Call("POST", admin, "/v1/targets/" + Enc(iqn) + "/luns", Render(b));
   if (!r.ok()) return r.status();
   auto o = ParseObject(*r);
   if (!o.ok()) return Status::Unavailable("target sent bad reply to add lun");
-  return LunInfo{IntOr(*o, "lun", s.lun), IntOr(*o, "size"), IntOr(*o, "epoch"), StrOr(*o, "current")};
+  LunInfo info{IntOr(*o, "lun", s.lun), IntOr(*o, "size"), IntOr(*o, "epoch"), StrOr(*o, "current")};
+  info.tid = IntOr(*o, "tid");
+  info.target_created = (*o)->has("target_created") && (*o)->getValue<bool>("target_created");
+  return info;
 }
 
 Status HttpPeerApi::TgtDeleteLun(const std::string& admin, const std::string& iqn, int64_t lun) {

@@ -31,6 +31,14 @@ struct VolInfo {
   std::vector<SnapInfo> snapshots;
 };
 
+// Who may log in to an iSCSI target: initiator names (empty = the target is
+// created "open", which a target honours only with --demo-open, from
+// loopback) and one-way CHAP (empty user = no CHAP).
+struct TargetAccess {
+  std::vector<std::string> initiators;
+  std::string chap_user, chap_secret;
+};
+
 struct LunSpec {
   std::string volume;
   int64_t lun = 1;
@@ -39,6 +47,8 @@ struct LunSpec {
   std::string current;                // "" = target picks (preferred)
   std::optional<int64_t> epoch;
   std::optional<bool> switchable;
+  // Create the target (with this access) in the same change when it is missing.
+  std::optional<TargetAccess> create_target;
 };
 
 struct LunInfo {
@@ -46,15 +56,10 @@ struct LunInfo {
   int64_t size = 0;
   int64_t epoch = 0;
   std::string current;
+  int64_t tid = 0;              // 0 when the target did not say
+  bool target_created = false;
 };
 
-// Who may log in to an iSCSI target: initiator names (empty = the target is
-// created "open", which a target honours only with --demo-open, from
-// loopback) and one-way CHAP (empty user = no CHAP).
-struct TargetAccess {
-  std::vector<std::string> initiators;
-  std::string chap_user, chap_secret;
-};
 
 // One row of a target's GET /v1/status.
 struct TargetVolumeStatus {

@@ -167,7 +167,19 @@ class FakePeers : public PeerApi {
     std::lock_guard<std::mutex> lk(mu);
     FERRY_RETURN_IF_ERROR(Gate("tgt.addlun", a, s.volume));
     auto& t = tgts[a];
-    if (!t.tids.count(iqn)) return Status::NotFound("no target " + iqn);
+    bool created = false;
+    if (!t.tids.count(iqn)) {
+      if (!s.create_target) return Status::NotFound("no target " + iqn);
+      // As the real target: the target and its first LUN in one change.
+      FERRY_RETURN_IF_ERROR(Gate("tgt.create", a, iqn));
+      t.tids[iqn] = t.next_tid++;
+      t.access[iqn] = *s.create_target;
+      created = true;
+    } else if (s.create_target && (t.access[iqn].initiators != s.create_target->initiators ||
+                                   t.access[iqn].chap_user != s.create_target->chap_user ||
+                                   t.access[iqn].chap_secret != s.create_target->chap_secret)) {
+      return Status::Conflict("target " + iqn + " exists with other settings");
+    }
     Lun l;
     l.spec = s;
     l.switchable = s.switchable.value_or(true);
@@ -175,7 +187,10 @@ class FakePeers : public PeerApi {
     l.epoch = s.epoch.value_or(vols[s.volume].epoch + 1);
     vols[s.volume].epoch = std::max(vols[s.volume].epoch, l.epoch);  // the store learns the epoch
     t.luns[iqn][s.lun] = l;
-    return LunInfo{s.lun, vols[s.volume].size, l.epoch, l.current};
+    LunInfo info{s.lun, vols[s.volume].size, l.epoch, l.current};
+    info.tid = t.tids[iqn];
+    info.target_created = created;
+    return info;
   }
   Status TgtDeleteLun(const std::string& a, const std::string& iqn, int64_t lun) override {
     std::lock_guard<std::mutex> lk(mu);
