@@ -125,9 +125,9 @@ class HttpServer::Factory : public Poco::Net::HTTPRequestHandlerFactory {
       }
       rs.setStatus(static_cast<Poco::Net::HTTPResponse::HTTPStatus>(out.status));
       rs.setContentType(out.content_type);
-      rs.setContentLength64(static_cast<Poco::Int64>(out.body.size()));
-      std::ostream& o = rs.send();
-      o.write(out.body.data(), static_cast<std::streamsize>(out.body.size()));
+      // Header and body in two socket writes: through rs.send()'s stream the
+      // body went out in 4 KiB send() calls (86 for a 350 KB status answer).
+      rs.sendBuffer(out.body.data(), out.body.size());
     }
 
    private:
