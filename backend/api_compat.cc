@@ -4,8 +4,11 @@
 #include "backend/api_common.h"
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <set>
+#include <utility>
+#include <vector>
 
 namespace ferry::backend {
 namespace {
@@ -33,6 +36,21 @@ JObj ServerInfo(const std::string& ip_port, int64_t count, std::optional<bool> o
   o->set("IpPort", ip_port);
   o->set("VolumeCount", count);
   if (online) o->set("Status", *online ? 0 : 1);
+  return o;
+}
+
+// {"ServerCount", "ServerInfos"} of the gatewaymap/tgtmap answers: (address,
+// online) rows with their counts.
+JObj ServerMap(const std::vector<std::pair<std::string, bool>>& servers,
+               const std::map<std::string, int64_t>& counts) {
+  JObj o = NewObj();
+  o->set("ServerCount", static_cast<int64_t>(servers.size()));
+  JArr a = NewArr();
+  for (const auto& [addr, online] : servers) {
+    auto c = counts.find(addr);
+    a->add(ServerInfo(addr, c == counts.end() ? 0 : c->second, online));
+  }
+  o->set("ServerInfos", a);
   return o;
 }
 
@@ -293,12 +311,9 @@ void RegisterCompatRoutes(HttpServer& server, Backend& b, const ApiOptions& opts
       if (!gs.ok()) return gs.status();
       auto counts = b.db()->ExportedVolumeCountByGateway();
       if (!counts.ok()) return counts.status();
-      JObj o = NewObj();
-      o->set("ServerCount", static_cast<int64_t>(gs->size()));
-      JArr a = NewArr();
-      for (auto& g : *gs) a->add(ServerInfo(g.addr, (*counts)[g.addr], g.online));
-      o->set("ServerInfos", a);
-      return o;
+      std::vector<std::pair<std::string, bool>> servers;
+      for (auto& g : *gs) servers.emplace_back(g.addr, g.online);
+      return ServerMap(servers, *counts);
     });
   };
   auto tgtmap = [&b, cached](const HttpRequest& r) {
@@ -307,12 +322,9 @@ void RegisterCompatRoutes(HttpServer& server, Backend& b, const ApiOptions& opts
       if (!ts.ok()) return ts.status();
       auto counts = b.db()->LunCountByTarget();
       if (!counts.ok()) return counts.status();
-      JObj o = NewObj();
-      o->set("ServerCount", static_cast<int64_t>(ts->size()));
-      JArr a = NewArr();
-      for (auto& t : *ts) a->add(ServerInfo(t.ip, (*counts)[t.ip], t.online));
-      o->set("ServerInfos", a);
-      return o;
+      std::vector<std::pair<std::string, bool>> servers;
+      for (auto& t : *ts) servers.emplace_back(t.ip, t.online);
+      return ServerMap(servers, *counts);
     });
   };
   auto tgt_one = [&b, cached](const HttpRequest& r, bool detail) {
