@@ -25,6 +25,35 @@ T Val(Result<T> r) {
   return r.ok() ? std::move(r).value() : T{};
 }
 
+// Polls f (up to 20 s) and returns its last value.
+bool Until(const std::function<bool()>& f) {
+  auto end = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (!f() && std::chrono::steady_clock::now() < end) std::this_thread::yield();
+  return f();
+}
+
+// Holds every target status call (before its answer is read) until Release().
+struct StatusGate {
+  std::mutex m;
+  std::condition_variable cv;
+  bool released = false;
+  std::atomic<int> entered{0};
+  void HoldEveryCallOf(FakePeers& peers) {
+    peers.before_status_json = [this] {
+      ++entered;
+      std::unique_lock<std::mutex> l(m);
+      cv.wait_for(l, std::chrono::seconds(20), [this] { return released; });
+    };
+  }
+  void Release() {
+    {
+      std::lock_guard<std::mutex> l(m);
+      released = true;
+    }
+    cv.notify_all();
+  }
+};
+
 class BackendTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -411,31 +440,15 @@ TEST_F(BackendTest, VolumeStatusRoundsAreSharedAndReusedWhileFresh) {
   o.status_max_age = std::chrono::milliseconds(0);  // coalesce only
   Reopen(o);
   Cluster();
-  std::mutex m;
-  std::condition_variable cv;
-  bool release = false;
-  std::atomic<int> entered{0};
-  peers_.before_status_json = [&] {
-    ++entered;
-    std::unique_lock<std::mutex> l(m);
-    cv.wait_for(l, std::chrono::seconds(20), [&] { return release; });
-  };
+  StatusGate gate;
+  gate.HoldEveryCallOf(peers_);
   std::vector<std::thread> ts;
   std::atomic<int> ok{0};
   ts.emplace_back([&] { ok += be_->SharedTargetStatus().ok(); });
-  auto until = [](const std::function<bool()>& f) {
-    auto end = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-    while (!f() && std::chrono::steady_clock::now() < end) std::this_thread::yield();
-    return f();
-  };
-  ASSERT_TRUE(until([&] { return entered.load() == 1; }));
+  ASSERT_TRUE(Until([&] { return gate.entered.load() == 1; }));
   for (int i = 0; i < 7; ++i) ts.emplace_back([&] { ok += be_->SharedTargetStatus().ok(); });
-  ASSERT_TRUE(until([&] { return be_->StatusWaiters() == 7; }));
-  {
-    std::lock_guard<std::mutex> l(m);
-    release = true;
-  }
-  cv.notify_all();
+  ASSERT_TRUE(Until([&] { return be_->StatusWaiters() == 7; }));
+  gate.Release();
   for (auto& t : ts) t.join();
   EXPECT_EQ(ok.load(), 8);
   EXPECT_EQ(peers_.Count("tgt.status"), 2);  // one round: one call per target, for all eight
@@ -464,15 +477,8 @@ TEST_F(BackendTest, VolumeStatusIsRefreshedAheadByOneCallerWhileOthersGetTheCurr
   EXPECT_EQ(peers_.Count("tgt.status"), 2);  // one round: both targets
   ASSERT_EQ(be_->SharedTargetStatus()->get(), first->get());  // young: reused, no round
   EXPECT_EQ(peers_.Count("tgt.status"), 2);
-  std::mutex m;
-  std::condition_variable cv;
-  bool release = false;
-  std::atomic<int> entered{0};
-  peers_.before_status_json = [&] {
-    ++entered;
-    std::unique_lock<std::mutex> l(m);
-    cv.wait_for(l, std::chrono::seconds(20), [&] { return release; });
-  };
+  StatusGate gate;
+  gate.HoldEveryCallOf(peers_);
   // Half the max age has passed (waiting for time itself is the condition).
   std::this_thread::sleep_until(t0 + std::chrono::milliseconds(1050));
   std::shared_ptr<const Backend::Bodies> refreshed;
@@ -480,22 +486,13 @@ TEST_F(BackendTest, VolumeStatusIsRefreshedAheadByOneCallerWhileOthersGetTheCurr
     auto r = be_->SharedTargetStatus();
     if (r.ok()) refreshed = *r;
   });
-  auto until = [](const std::function<bool()>& f) {
-    auto end = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-    while (!f() && std::chrono::steady_clock::now() < end) std::this_thread::yield();
-    return f();
-  };
-  ASSERT_TRUE(until([&] { return entered.load() >= 1; }));
+  ASSERT_TRUE(Until([&] { return gate.entered.load() >= 1; }));
   // The round is under way (held): another caller does not wait for it.
   auto during = be_->SharedTargetStatus();
   ASSERT_TRUE(during.ok());
   EXPECT_EQ(during->get(), first->get());
   EXPECT_EQ(be_->StatusWaiters(), 0);
-  {
-    std::lock_guard<std::mutex> l(m);
-    release = true;
-  }
-  cv.notify_all();
+  gate.Release();
   refresher.join();
   ASSERT_TRUE(refreshed);
   EXPECT_NE(refreshed.get(), first->get());
