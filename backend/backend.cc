@@ -798,6 +798,11 @@ Result<LunPlacement> Backend::MoveLun(const std::string& volume, const std::stri
   auto placed = AddLun(volume, to_ip, "");
   if (!placed.ok()) return placed.status();
   Crash("mov_lun.after_add");
+  // The attachments follow the LUN before the sources go, so a later detach
+  // removes the LUN where it now is (and the source's DelLun sees none there).
+  std::vector<Event> moved;
+  for (auto& s : sources) moved.push_back(Event{"attachment.moved", {{"volume", volume}, {"from", s}, {"to", to_ip}}});
+  if (!moved.empty()) FERRY_RETURN_IF_ERROR(log_->CommitAll(moved).status());
   for (auto& s : sources) FERRY_RETURN_IF_ERROR(DelLun(volume, s));
   return placed;
 }

@@ -85,6 +85,7 @@ Status ApplyEvent(db::Txn& t, const Event& e) {
     return t.PutAttachment({e.Get("volume"), e.Get("host"), e.Get("target"), e.Get("initiator"),
                             e.Get("connector")});
   if (ty == "attachment.removed") return t.DeleteAttachment(e.Get("volume"), e.Get("host"));
+  if (ty == "attachment.moved") return t.MoveAttachments(e.Get("volume"), e.Get("from"), e.Get("to"));
   if (ty == "chap.set") return t.PutChap({e.Get("volume"), e.Get("user"), e.Get("secret"), e.GetInt("created")});
   if (ty == "setting.set") return t.PutSetting(e.Get("target"), e.Get("key"), e.Get("value"));
   if (ty == "setting.deleted") return t.DeleteSetting(e.Get("target"), e.Get("key"));

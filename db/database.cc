@@ -405,6 +405,9 @@ Status Txn::PutAttachment(const AttachmentRow& a) {
 Status Txn::DeleteAttachment(const std::string& volume, const std::string& host) {
   return Exec("DELETE FROM attachments WHERE volume=? AND host=?", {volume, host}, true);
 }
+Status Txn::MoveAttachments(const std::string& volume, const std::string& from, const std::string& to) {
+  return Exec("UPDATE attachments SET target=? WHERE volume=? AND target=?", {to, volume, from});
+}
 Status Txn::PutChap(const ChapRow& c) {
   return Exec("INSERT OR REPLACE INTO chap(volume,user,secret,created) VALUES(?,?,?,?)",
               {c.volume, c.user, c.secret, c.created});

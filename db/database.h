@@ -141,6 +141,8 @@ class Txn {
 
   Status PutAttachment(const AttachmentRow& a);
   Status DeleteAttachment(const std::string& volume, const std::string& host);
+  // Points the volume's attachments on target `from` at target `to` (mov_lun).
+  Status MoveAttachments(const std::string& volume, const std::string& from, const std::string& to);
 
   Status PutChap(const ChapRow& c);  // insert or replace
 

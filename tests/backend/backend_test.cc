@@ -335,6 +335,13 @@ TEST_F(BackendTest, AttachGeneratesChapOncePerVolumeAndSetsItOnTheTarget) {
   const auto& moved = peers_.tgts["127.0.0.3:8890"].access["iqn.2026-11.io.ferry:vm"];
   EXPECT_EQ(moved.chap_secret, p->auth_secret);
   EXPECT_EQ(moved.initiators, std::vector<std::string>{"iqn.x:a"});
+  // The attachment follows the LUN: a detach afterwards removes the moved LUN.
+  auto atts = *db_->AttachmentsOf("vm");
+  ASSERT_EQ(atts.size(), 1u);
+  EXPECT_EQ(atts[0].target, "127.0.0.3");
+  ASSERT_TRUE(be_->Detach("vm", a).ok());
+  EXPECT_TRUE(db_->LunsOfVolume("vm")->empty());
+  EXPECT_EQ(peers_.tgts["127.0.0.3:8890"].tids.count("iqn.2026-11.io.ferry:vm"), 0u);
 }
 
 TEST_F(BackendTest, ChapOffGivesNoCredentialsAndDiscoveryChapIsReported) {
