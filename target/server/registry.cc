@@ -124,7 +124,9 @@ Status Registry::Mutate(const Edit& edit, const std::function<void()>& apply) {
     std::vector<Writer*> edited;
     for (Writer* x : batch) {
       x->result = (*x->edit)(shadow_, keys);
-      if (x->result.ok()) edited.push_back(x);
+      if (!x->result.ok()) continue;
+      edited.push_back(x);
+      for (const auto& iqn : keys.targets) tids_.Update(iqn, shadow_);  // the next edit's tids_.Next() sees this one
     }
     if (!edited.empty()) {
       Status st = file_->Save(state_, shadow_, &keys);
@@ -132,6 +134,7 @@ Status Registry::Mutate(const Edit& edit, const std::function<void()>& apply) {
         opts_.log.Error("cannot persist the state, change refused: " + st.ToString());
         for (Writer* x : edited) x->result = Status::Internal("cannot persist the state: " + st.message());
         journal::CopyKeys(state_, keys, &shadow_);
+        for (const auto& iqn : keys.targets) tids_.Update(iqn, shadow_);
       } else {
         std::unique_lock<std::shared_mutex> l(mu_);
         journal::CopyKeys(shadow_, keys, &state_);
@@ -244,6 +247,7 @@ Status Registry::Restore() {
   {
     std::lock_guard<std::mutex> pl(persist_mu_);
     shadow_ = s;
+    tids_.Rebuild(shadow_);
     std::unique_lock<std::shared_mutex> l(mu_);
     state_ = std::move(s);
     live_ = std::move(live);
@@ -254,16 +258,6 @@ Status Registry::Restore() {
 }
 
 namespace {
-
-// The lowest tid no target has.
-Result<uint32_t> FreeTid(const ServerState& s) {
-  std::vector<bool> used(65537, false);
-  for (const auto& [k, v] : s.targets) used[v.tid] = true;
-  uint32_t tid = 1;
-  while (tid <= 65535 && used[tid]) ++tid;
-  if (tid > 65535) return Status::Conflict("no free tid");
-  return tid;
-}
 
 bool SameAccess(const TargetSpec& a, const TargetSpec& b) {
   return a.open == b.open && a.acl == b.acl && a.chap == b.chap;
@@ -293,7 +287,7 @@ Result<TargetSpec> Registry::CreateTarget(const std::string& iqn, bool open, con
           existing = it->second;
           return Status::AlreadyExists("target " + iqn + " exists with other settings");
         }
-        auto tid = FreeTid(s);
+        auto tid = tids_.Next();
         if (!tid.ok()) return tid.status();
         t.tid = *tid;
         s.targets[iqn] = t;
@@ -422,7 +416,7 @@ Result<LunSpec> Registry::AddLun(const std::string& iqn, const LunRequest& req, 
         auto it = s.targets.find(iqn);
         if (it == s.targets.end()) {
           if (!create) return Status::NotFound("target " + iqn + " was deleted meanwhile");
-          auto tid = FreeTid(s);
+          auto tid = tids_.Next();
           if (!tid.ok()) return tid.status();
           TargetSpec t = *create;
           t.tid = *tid;

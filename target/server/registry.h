@@ -29,6 +29,7 @@
 #include "target/iscsi/target_directory.h"
 #include "target/server/spec.h"
 #include "target/server/state_file.h"
+#include "target/server/tid_index.h"
 #include "target/server/volume.h"
 
 namespace ferry::scsi {
@@ -155,6 +156,7 @@ class Registry : public iscsi::TargetDirectory {
   mutable std::shared_mutex mu_;    // guards state_ and live_
   ServerState state_;
   ServerState shadow_;              // == state_ except inside Mutate; under persist_mu_
+  TidIndex tids_;                   // the tids of shadow_'s targets; under persist_mu_
   std::map<std::string, Live> live_;
   // LUN numbers being opened or removed (not to be handed out), under admin_mu_.
   std::set<std::pair<std::string, uint32_t>> pending_luns_;
