@@ -347,7 +347,10 @@ TEST_F(RegistryTest, RestartRestoresEverythingWithoutGateways) {
 
 // Every change must be refused, and nothing applied, when it cannot be made durable.
 void ExpectChangesRefused(Registry* reg, FakeFactory* factory, const std::shared_ptr<scsi::Target>& scsi) {
-  auto l = reg->AddLun(kIqn, LunRequest{"v1", std::nullopt, {"127.0.0.1:8585", "127.0.0.1:8586"}});
+  LunRequest req;
+  req.volume = "v1";
+  req.gateways = {"127.0.0.1:8585", "127.0.0.1:8586"};
+  auto l = reg->AddLun(kIqn, req);
   EXPECT_FALSE(l.ok());
   EXPECT_FALSE(scsi->HasLun(1));
   EXPECT_TRUE(factory->Last("v1")->stopped());
