@@ -310,6 +310,10 @@ void RegisterV1Routes(HttpServer& server, Backend& b, const ApiOptions& opts) {
     o->set("events", a);
     auto last = b.db()->LastEventSeq();
     o->set("last", last.ok() ? *last : 0);
+    // Retention may have dropped older ones: a consumer whose `after` is below
+    // first - 1 missed events and should resynchronise from the map.
+    auto first = b.db()->FirstEventSeq();
+    o->set("first", first.ok() ? *first : 0);
     return Reply(r, o);
   });
 

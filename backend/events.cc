@@ -120,6 +120,16 @@ Status EventLog::Replay(int64_t seq, const Event& e) {
   return s;
 }
 
+Result<int64_t> EventLog::Prune(int64_t keep, bool only_sent) {
+  int64_t total = 0;
+  for (;;) {
+    auto n = db_->PruneEvents(keep, only_sent, kPrunePass);
+    if (!n.ok()) return n.status();
+    total += *n;
+    if (*n < kPrunePass) return total;
+  }
+}
+
 void EventLog::OnCommit(std::function<void(int64_t)> fn) {
   std::lock_guard<std::mutex> lk(mu_);
   listeners_.push_back(std::move(fn));

@@ -54,6 +54,13 @@ class EventLog {
   // Applies an event numbered elsewhere; kAlreadyExists when seq was applied.
   Status Replay(int64_t seq, const Event& e);
   void OnCommit(std::function<void(int64_t)> fn);
+  // Retention: drops the oldest events beyond the newest `keep`, in passes of
+  // at most kPrunePass rows (a short write lock each), until none is left to
+  // drop; with `only_sent` (Kafka configured) only delivered ones. The map
+  // tables are the state; the events table is the outbox and recent history,
+  // so without this it grows with every change for ever. Returns how many went.
+  static constexpr int64_t kPrunePass = 2000;
+  Result<int64_t> Prune(int64_t keep, bool only_sent);
 
  private:
   void Notify(int64_t seq);

@@ -3,6 +3,7 @@
 #include <signal.h>
 
 #include <chrono>
+#include <cstdint>
 #include <condition_variable>
 #include <iostream>
 #include <mutex>
@@ -37,6 +38,8 @@ const char* kUsage = R"(usage: ferry-backend [--config FILE] [flags]
   --discovery-chap-user U --discovery-chap-secret S   discovery CHAP the targets use (reported to os-brick)
   --target-hosts H=IP,... connector host name -> target IP, for targets that do not report their host
   --status-max-age-ms N   volume/status may reuse an answer this old (default 500; 0 = only coalesce)
+  --events-keep N         keep the newest N events (default 1000000; 0 = keep all); with Kafka only
+                          delivered ones are dropped
   --log-level L           debug|info|warn|error
 )";
 
@@ -55,7 +58,8 @@ int main(int argc, char** argv) {
                             {"db", "listen", "token", "tls-cert", "tls-key", "kafka-brokers", "kafka-topic",
                              "http-threads", "http-queue", "iqn-prefix", "heartbeat-miss", "heartbeat-period-ms",
                              "reconcile-interval", "peer-timeout-ms", "capacity-gb", "log-level", "crash-at", "chap",
-                             "discovery-chap-user", "discovery-chap-secret", "target-hosts", "status-max-age-ms"});
+                             "discovery-chap-user", "discovery-chap-secret", "target-hosts", "status-max-age-ms",
+                             "events-keep"});
   if (!st.ok()) {
     std::cerr << "ferry-backend: " << st.message() << "\n" << kUsage;
     return 2;
@@ -187,6 +191,7 @@ int main(int argc, char** argv) {
   std::condition_variable cv;
   bool stop = false;
   int64_t reconcile_s = num("reconcile_interval", 30, 0, 86400);
+  const int64_t events_keep = num("events_keep", 1000000, 0, INT64_MAX);
   std::thread house([&] {
     auto next_reconcile = std::chrono::steady_clock::now();
     bool first = true;
@@ -196,6 +201,11 @@ int main(int argc, char** argv) {
         if (cv.wait_for(lk, std::chrono::milliseconds(first ? 0 : 1000), [&] { return stop; })) return;
       }
       be.CheckHeartbeats();
+      if (events_keep > 0) {
+        auto pruned = events.Prune(events_keep, kafka != nullptr);
+        if (!pruned.ok()) log.Warn("event retention: " + pruned.status().ToString());
+        else if (*pruned > 0) log.Debug("event retention dropped " + std::to_string(*pruned) + " events");
+      }
       if (std::chrono::steady_clock::now() >= next_reconcile && (first || reconcile_s > 0)) {
         (void)be.Reconcile();
         next_reconcile = std::chrono::steady_clock::now() + std::chrono::seconds(reconcile_s > 0 ? reconcile_s : 1);

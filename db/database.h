@@ -215,6 +215,14 @@ class Database {
   Result<std::vector<EventRow>> EventsAfter(int64_t seq, int limit);
   Result<std::vector<EventRow>> UnsentEvents(int limit);
   Result<int64_t> LastEventSeq();
+  // Lowest sequence number still in the table (0 when it is empty).
+  Result<int64_t> FirstEventSeq();
+  // Retention: deletes at most `max_rows` of the oldest events that are more
+  // than `keep` (>= 1) behind the newest one, and, when `only_sent`, only
+  // those Kafka confirmed (an unsent event is never dropped while a publisher
+  // may still need it). The newest `keep` always stay, so sequence numbers
+  // never restart. Returns how many went.
+  Result<int64_t> PruneEvents(int64_t keep, bool only_sent, int64_t max_rows);
   Status MarkEventSent(int64_t seq);
 
  private:

@@ -249,3 +249,25 @@ token = ini-token
     assert http("PUT", url + "/tgtmaster/gatewaymap")[1]["ServerCount"] == 2  # same INI database
     h = subprocess.run([binary("ferry-backend"), "--help"], capture_output=True, text=True, timeout=20)
     assert h.returncode == 0 and "--kafka-brokers" in h.stdout
+
+
+def test_event_retention_keeps_the_newest_and_says_where_history_starts(procs, tmp_path):
+    p = subprocess.run([binary("ferry-backend"), "--db", str(tmp_path / "x.db"), "--events-keep", "-1"],
+                       capture_output=True, text=True, timeout=20)
+    assert p.returncode == 2 and "events_keep" in p.stderr, p.stderr
+    b = Backend(procs, tmp_path, extra=["--events-keep", "5"]).start()
+    for i in range(12):  # each registration is one event
+        st, _ = b.call("PUT", f"/tgtmaster/register/gateway?gateway=127.0.0.1:{20000 + i}:{21000 + i}")
+        assert st == 200
+    _, ev = b.call("GET", "/v1/events?after=0")
+    assert ev["last"] >= 12
+
+    def pruned():
+        _, e = b.call("GET", "/v1/events?after=0")
+        return e if len(e["events"]) == 5 else None
+    ev = poll(pruned, timeout=15, what="retention down to 5 events")
+    assert ev["first"] == ev["last"] - 4
+    assert [e["seq"] for e in ev["events"]] == list(range(ev["first"], ev["last"] + 1))
+    # The map is untouched by retention: every gateway is still registered.
+    _, gws = b.call("GET", "/v1/gateways")
+    assert len(gws["gateways"]) == 12

@@ -160,6 +160,42 @@ TEST_F(DbTest, EventsGetSequenceNumbersAndOutboxState) {
   EXPECT_EQ(db->MarkEventSent(99).code(), Status::Code::kNotFound);
 }
 
+TEST_F(DbTest, RetentionDropsOldEventsKeepsTheNewestAndNeverReappliesOne) {
+  auto db = OpenOk();
+  for (int i = 0; i < 10; ++i)
+    ASSERT_TRUE(db->Write([](Txn& t) { return t.AppendEvent(0, "x", "{}", 0).status(); }).ok());
+  EXPECT_EQ(db->PruneEvents(0, false, 10).status().code(), Status::Code::kInvalidArgument);
+  EXPECT_EQ(db->PruneEvents(3, false, 0).status().code(), Status::Code::kInvalidArgument);
+  // Only confirmed ones when a publisher may still need the rest.
+  ASSERT_TRUE(db->MarkEventSent(1).ok());
+  ASSERT_TRUE(db->MarkEventSent(2).ok());
+  ASSERT_TRUE(db->MarkEventSent(9).ok());
+  EXPECT_EQ(*db->PruneEvents(3, true, 100), 2);  // 1 and 2; 9 is among the newest three
+  EXPECT_EQ(*db->FirstEventSeq(), 3);
+  // At most max_rows per pass, oldest first; the newest `keep` stay.
+  EXPECT_EQ(*db->PruneEvents(3, false, 2), 2);
+  EXPECT_EQ(*db->FirstEventSeq(), 5);
+  EXPECT_EQ(*db->PruneEvents(3, false, 100), 3);
+  EXPECT_EQ(*db->FirstEventSeq(), 8);
+  EXPECT_EQ(*db->LastEventSeq(), 10);
+  EXPECT_EQ(db->EventsAfter(0, 100)->size(), 3u);
+  const uint64_t gen = db->generation();
+  EXPECT_EQ(*db->PruneEvents(4, false, 100), 0);
+  EXPECT_EQ(db->generation(), gen);  // nothing to drop: nothing written
+  // A replayed event at or below the newest is refused even though its row is gone.
+  EXPECT_EQ(db->Write([](Txn& t) { return t.AppendEvent(3, "x", "{}", 0).status(); }).code(),
+            Status::Code::kAlreadyExists);
+  ASSERT_TRUE(db->Write([](Txn& t) { return t.AppendEvent(11, "x", "{}", 0).status(); }).ok());
+  // New numbers continue after the newest.
+  int64_t next = 0;
+  ASSERT_TRUE(db->Write([&](Txn& t) {
+                  auto r = t.AppendEvent(0, "y", "{}", 0);
+                  if (r.ok()) next = *r;
+                  return r.status();
+                }).ok());
+  EXPECT_EQ(next, 12);
+}
+
 TEST_F(DbTest, GenerationGrowsOnEveryCommittedChangeOnly) {
   auto db = OpenOk();
   ASSERT_TRUE(db);
