@@ -6,11 +6,13 @@
 //       answers each 12-byte request (big-endian u64 offset, u32 length, at
 //       most 64 MiB) with that range of F, sent with sendfile() (as
 //       ferry-gateway sends reads).
-//   relay  --listen H:P --to H:P --mode splice|copy
+//   relay  --listen H:P --to H:P --mode splice|copy [--piece N] [--lowat N]
 //       forwards the byte streams both ways, no framing: data from the server
-//       moves socket -> 1 MiB pipe -> socket with splice() in `splice` mode
-//       (as ferry-target does), and is recv()d into a 1 MiB buffer and
-//       send()t from it in `copy` mode.
+//       moves socket -> pipe -> socket with splice() in `splice` mode (as
+//       ferry-target does), and is recv()d into a buffer and send()t from it
+//       in `copy` mode; at most --piece bytes (default 1 MiB, the pipe's
+//       size) at a time. --lowat sets SO_RCVLOWAT on the server socket (wake
+//       the relay only once that many bytes wait, or after 1 ms).
 //   read   --connect H:P --size BYTES [--block N] [--depth D] [--seconds S]
 //          [--verify F]
 //       one thread, D requests in flight over sequential offsets that wrap at
@@ -25,6 +27,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <sys/resource.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
@@ -53,7 +56,7 @@ constexpr uint64_t kMaxBlock = 64ull << 20;
   std::fprintf(stderr,
                "ferry-relay-ceiling: %s\n"
                "usage: ferry-relay-ceiling serve --file F --listen H:P\n"
-               "       ferry-relay-ceiling relay --listen H:P --to H:P --mode splice|copy\n"
+               "       ferry-relay-ceiling relay --listen H:P --to H:P --mode splice|copy [--piece N] [--lowat N]\n"
                "       ferry-relay-ceiling read --connect H:P --size BYTES [--block N] [--depth D]"
                " [--seconds S] [--verify F]\n",
                why.c_str());
@@ -160,6 +163,11 @@ bool WriteFull(int fd, const void* buf, size_t n) {
   while (n > 0) {
     ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
     if (w < 0 && errno == EINTR) continue;
+    if (w < 0 && errno == EAGAIN) {  // a non-blocking socket (relay --lowat)
+      pollfd pfd{fd, POLLOUT, 0};
+      poll(&pfd, 1, 1000);
+      continue;
+    }
     if (w <= 0) return false;
     p += w;
     n -= static_cast<size_t>(w);
@@ -231,18 +239,32 @@ int Serve(const Args& a) {
 
 // ---------------------------------------------------------------- relay
 // Data upstream -> client, moved as it arrives (at most 1 MiB at a time).
-void ForwardData(int up, int client, bool use_splice) {
-  constexpr size_t kPiece = 1 << 20;
+void ForwardData(int up, int client, bool use_splice, size_t piece, int lowat) {
+  const size_t kPiece = piece;
+  if (lowat > 0) {
+    if (setsockopt(up, SOL_SOCKET, SO_RCVLOWAT, &lowat, sizeof lowat) != 0)
+      std::fprintf(stderr, "ferry-relay-ceiling: SO_RCVLOWAT: %s\n", std::strerror(errno));
+    // tcp_splice_read() blocks on the socket's own O_NONBLOCK, not on
+    // SPLICE_F_NONBLOCK, and a blocked one is woken only at `lowat` bytes.
+    fcntl(up, F_SETFL, fcntl(up, F_GETFL) | O_NONBLOCK);
+  }
   if (use_splice) {
     int p[2];
     if (pipe2(p, O_CLOEXEC) != 0) return;
-    if (fcntl(p[1], F_SETPIPE_SZ, static_cast<int>(kPiece)) < 0) {
+    if (fcntl(p[1], F_SETPIPE_SZ, static_cast<int>(std::min<size_t>(kPiece, 1 << 20))) < 0) {
       std::fprintf(stderr, "ferry-relay-ceiling: F_SETPIPE_SZ: %s\n", std::strerror(errno));
     }
     size_t in_pipe = 0;
     for (;;) {
-      ssize_t r = splice(up, nullptr, p[1], nullptr, kPiece, SPLICE_F_MOVE);
+      if (lowat > 0) {
+        // Woken once `lowat` bytes wait, or after 1 ms with whatever is
+        // there, so fewer bytes in flight than `lowat` never stall it.
+        pollfd pfd{up, POLLIN, 0};
+        if (poll(&pfd, 1, 1) < 0 && errno != EINTR) break;
+      }
+      ssize_t r = splice(up, nullptr, p[1], nullptr, kPiece, SPLICE_F_MOVE | (lowat > 0 ? SPLICE_F_NONBLOCK : 0));
       if (r < 0 && errno == EINTR) continue;
+      if (r < 0 && errno == EAGAIN && lowat > 0) continue;
       if (r <= 0) break;
       in_pipe += static_cast<size_t>(r);
       bool ok = true;
@@ -276,6 +298,8 @@ int Relay(const Args& a) {
   sockaddr_in to = Addr(a, "to");
   std::string mode = a.Get("mode");
   if (mode != "splice" && mode != "copy") Usage("--mode must be splice or copy");
+  size_t piece = Number(a, "piece", 1 << 20, 4096, 1 << 20);
+  int lowat = static_cast<int>(Number(a, "lowat", 0, 0, 16 << 20));
   int lfd = Listen(me);
   for (;;) {
     int c = accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC);
@@ -287,7 +311,7 @@ int Relay(const Args& a) {
       close(c);
       continue;
     }
-    std::thread data(ForwardData, up, c, mode == "splice");
+    std::thread data(ForwardData, up, c, mode == "splice", piece, lowat);
     char req[4096];
     for (;;) {  // requests client -> upstream
       ssize_t r = recv(c, req, sizeof req, 0);
@@ -392,7 +416,7 @@ int main(int argc, char** argv) {
   std::string role = argv[1];
   signal(SIGPIPE, SIG_IGN);  // a reader that leaves ends its connection, not the process
   if (role == "serve") return Serve(Parse(argc, argv, {"file", "listen"}));
-  if (role == "relay") return Relay(Parse(argc, argv, {"listen", "to", "mode"}));
+  if (role == "relay") return Relay(Parse(argc, argv, {"listen", "to", "mode", "piece", "lowat"}));
   if (role == "read")
     return Read(Parse(argc, argv, {"connect", "size", "block", "depth", "seconds", "verify"}));
   Usage("unknown role '" + role + "'");

@@ -27,18 +27,20 @@ def tool(*args, timeout=30):
 def chain(tmp_path, procs):
     data = tmp_path / "data.img"
     data.write_bytes(os.urandom(SIZE))
-    ports = {name: free_port() for name in ("serve", "splice", "copy")}
+    ports = {name: free_port() for name in ("serve", "splice", "copy", "lowat")}
     exe = binary("ferry-relay-ceiling")
     procs.start("serve", [exe, "serve", "--file", str(data), "--listen", f"127.0.0.1:{ports['serve']}"])
     for mode in ("splice", "copy"):
         procs.start(f"relay-{mode}", [exe, "relay", "--listen", f"127.0.0.1:{ports[mode]}",
                                       "--to", f"127.0.0.1:{ports['serve']}", "--mode", mode])
+    procs.start("relay-lowat", [exe, "relay", "--listen", f"127.0.0.1:{ports['lowat']}", "--to",
+                                f"127.0.0.1:{ports['serve']}", "--mode", "splice", "--piece", "64K", "--lowat", "256K"])
     for p in ports.values():
         wait_port("127.0.0.1", p)
     return data, ports
 
 
-@pytest.mark.parametrize("hop", ["serve", "splice", "copy"])
+@pytest.mark.parametrize("hop", ["serve", "splice", "copy", "lowat"])
 @pytest.mark.parametrize("block,depth", [("1M", "8"), ("4K", "32")])
 def test_every_answer_arrives_intact(chain, hop, block, depth):
     data, ports = chain
@@ -79,6 +81,8 @@ def test_a_request_past_the_end_fails_loudly_and_the_server_lives_on(chain):
     (["read", "--connect", "127.0.0.1:1", "--size"], "--size needs a value"),
     (["relay", "--listen", "127.0.0.1:1", "--to", "127.0.0.1:2", "--mode", "teleport"], "--mode must be"),
     (["serve", "--listen", "127.0.0.1:1"], "--file is required"),
+    (["relay", "--listen", "127.0.0.1:1", "--to", "127.0.0.1:2", "--mode", "splice", "--piece", "2M"],
+     "--piece must be in"),
 ])
 def test_bad_arguments_exit_2_with_a_message(args, message):
     r = tool(*args)
