@@ -289,7 +289,7 @@ void LogicalUnit::Unmap(const TaskPtr& t) {
   if (!CheckWritable(t)) return;
   size_t plen = Get16(cdb + 7);
   if (plen == 0) return Good(t);
-  const std::vector<uint8_t>& p = t->cmd->data_out;
+  const DataBuffer& p = t->cmd->data_out;
   if (plen < 8 || p.size() < plen) return Check(t, Sense::ParamListLengthError());
   size_t bdl = Get16(&p[2]);
   if (bdl % 16 != 0 && bdl + 8 <= plen) return Check(t, Sense::ParamListLengthError());

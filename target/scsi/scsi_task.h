@@ -14,6 +14,8 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "target/common/spliced_data.h"
@@ -41,6 +43,30 @@ struct Nexus {
   uint16_t relative_target_port = 1;
 };
 
+// A byte buffer whose resize() leaves new bytes uninitialised: the transport
+// sizes a write's buffer and then fills every byte from the wire, so zeroing
+// it first was pure cost (a memset of every write's size, ~17 % of the
+// target's CPU on 1 MiB writes).
+template <class T>
+struct DefaultInitAllocator : std::allocator<T> {
+  template <class U>
+  struct rebind {
+    using other = DefaultInitAllocator<U>;
+  };
+  DefaultInitAllocator() = default;
+  template <class U>
+  DefaultInitAllocator(const DefaultInitAllocator<U>&) noexcept {}
+  template <class U>
+  void construct(U* p) noexcept(std::is_nothrow_default_constructible_v<U>) {
+    ::new (static_cast<void*>(p)) U;
+  }
+  template <class U, class... A>
+  void construct(U* p, A&&... a) {
+    ::new (static_cast<void*>(p)) U(std::forward<A>(a)...);
+  }
+};
+using DataBuffer = std::vector<uint8_t, DefaultInitAllocator<uint8_t>>;
+
 struct ScsiCommand {
   std::shared_ptr<const Nexus> nexus;
   uint64_t lun = 0;                // the LUN number (decoded from the 8-byte field)
@@ -50,7 +76,7 @@ struct ScsiCommand {
   TaskAttr attr = TaskAttr::kSimple;
   DataDir dir = DataDir::kNone;
   uint32_t expected_length = 0;    // EDTL from the transport
-  std::vector<uint8_t> data_out;   // all Data-Out, exactly what the initiator sent
+  DataBuffer data_out;             // all Data-Out, exactly what the initiator sent
   // The transport can send a read's data from a pipe (ScsiResult::
   // data_in_spliced) instead of memory. (Additive field.)
   bool accepts_spliced = false;

@@ -194,7 +194,7 @@ void LogicalUnit::ModeSelect(const TaskPtr& t, bool ten) {
   size_t plen = ten ? Get16(cdb + 7) : cdb[4];
   if (sp) return Check(t, Sense::InvalidFieldInCdb(1, 0));  // saving not supported
   if (plen == 0) return Good(t);
-  const std::vector<uint8_t>& p = t->cmd->data_out;
+  const DataBuffer& p = t->cmd->data_out;
   if (p.size() < plen) return Check(t, Sense::ParamListLengthError());
   size_t hdr = ten ? 8 : 4;
   if (plen < hdr) return Check(t, Sense::ParamListLengthError());
@@ -332,7 +332,7 @@ void LogicalUnit::PrOut(const TaskPtr& t) {
   const uint8_t* cdb = t->cmd->cdb;
   uint32_t plen = Get32(cdb + 5);
   if ((cdb[1] & 0x1f) > 7) return Check(t, Sense::InvalidFieldInCdb(1, 4));
-  const std::vector<uint8_t>& data = t->cmd->data_out;
+  const DataBuffer& data = t->cmd->data_out;
   if (data.size() < plen) return Check(t, Sense::ParamListLengthError());
   std::vector<uint8_t> params(data.begin(), data.begin() + plen);
   ItNexusId who = NexusIdOf(t->cmd->nexus ? *t->cmd->nexus : Nexus());

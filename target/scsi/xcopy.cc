@@ -47,7 +47,7 @@ void LogicalUnit::ExtendedCopy(const TaskPtr& t) {
   if ((cdb[1] & 0x1f) != 0x00) return Check(t, Sense::InvalidFieldInCdb(1, 4));
   uint32_t plen = Get32(cdb + 10);
   if (plen == 0) return Good(t);
-  const std::vector<uint8_t>& p = t->cmd->data_out;
+  const DataBuffer& p = t->cmd->data_out;
   if (p.size() < plen || plen < kHeaderLen) return Check(t, Sense::ParamListLengthError());
   uint8_t list_id = p[0];
   uint8_t usage = (p[1] >> 3) & 3;

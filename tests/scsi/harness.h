@@ -117,7 +117,7 @@ class Harness {
     cmd->attr = attr;
     cmd->dir = out.empty() ? DataDir::kRead : DataDir::kWrite;
     cmd->expected_length = out.empty() ? 1u << 24 : uint32_t(out.size());
-    cmd->data_out = std::move(out);
+    cmd->data_out.assign(out.begin(), out.end());
     return cmd;
   }
 
