@@ -325,16 +325,11 @@ Result<int64_t> Txn::AppendEvent(int64_t seq, const std::string& type, const std
   }
   // Events arrive in order; one at or below the newest here was applied
   // already, even if retention has since dropped its row.
-  int64_t last = 0;
-  {
-    auto st = db_->Prepare("SELECT IFNULL(MAX(seq),0) FROM events");
-    if (!st.ok()) return st.status();
-    Resetter r{*st};
-    if (sqlite3_step(*st) == SQLITE_ROW) last = sqlite3_column_int64(*st, 0);
-  }
-  if (seq <= last)
+  auto last = db_->LastEventSeq();  // same connection, its mutex is recursive
+  if (!last.ok()) return last.status();
+  if (seq <= *last)
     return Status::AlreadyExists("event " + std::to_string(seq) + " was applied (newest here: " +
-                                 std::to_string(last) + ")");
+                                 std::to_string(*last) + ")");
   FERRY_RETURN_IF_ERROR(Exec("INSERT INTO events(seq,type,payload,created) VALUES(?,?,?,?)",
                              {seq, type, payload, created_ms}));
   return seq;
@@ -646,21 +641,18 @@ Result<int64_t> Database::PruneEvents(int64_t keep, bool only_sent, int64_t max_
   if (keep < 1 || max_rows < 1) return Status::InvalidArgument("events to keep and rows per pass must be >= 1");
   // Look first, so that a pass with nothing to drop writes nothing (a write
   // would move generation() and with it every cached map answer).
+  // `sent >= 1` keeps undelivered events; `sent >= 0` is every event.
+  const int64_t min_sent = only_sent ? 1 : 0;
   int64_t oldest = 0;
-  FERRY_QUERY(only_sent ? "SELECT seq FROM events WHERE seq <= (SELECT MAX(seq) FROM events) - ? AND sent=1 "
-                          "ORDER BY seq LIMIT 1"
-                        : "SELECT seq FROM events WHERE seq <= (SELECT MAX(seq) FROM events) - ? "
-                          "ORDER BY seq LIMIT 1",
-              std::vector<Arg>{keep}, oldest = ColI(st, 0));
+  FERRY_QUERY("SELECT seq FROM events WHERE seq <= (SELECT MAX(seq) FROM events) - ? AND sent >= ? "
+              "ORDER BY seq LIMIT 1",
+              (std::vector<Arg>{keep, min_sent}), oldest = ColI(st, 0));
   if (oldest == 0) return int64_t{0};
   int64_t gone = 0;
   Status s = Write([&](Txn& t) -> Status {
-    FERRY_RETURN_IF_ERROR(t.Exec(only_sent
-                                     ? "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE "
-                                       "seq <= (SELECT MAX(seq) FROM events) - ? AND sent=1 ORDER BY seq LIMIT ?)"
-                                     : "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE "
-                                       "seq <= (SELECT MAX(seq) FROM events) - ? ORDER BY seq LIMIT ?)",
-                                 {keep, max_rows}));
+    FERRY_RETURN_IF_ERROR(t.Exec("DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE "
+                                 "seq <= (SELECT MAX(seq) FROM events) - ? AND sent >= ? ORDER BY seq LIMIT ?)",
+                                 {keep, min_sent, max_rows}));
     gone = sqlite3_changes(db_);
     return Status::Ok();
   });
