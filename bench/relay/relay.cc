@@ -47,6 +47,8 @@
 #include <thread>
 #include <vector>
 
+#include "target/nbd/protocol.h"
+
 namespace {
 
 constexpr size_t kRequestSize = 12;     // u64 offset, u32 length, big-endian
@@ -175,27 +177,11 @@ bool WriteFull(int fd, const void* buf, size_t n) {
   return true;
 }
 
-uint64_t Be64(const unsigned char* b) {
-  uint64_t v = 0;
-  for (int i = 0; i < 8; ++i) v = (v << 8) | b[i];
-  return v;
-}
-
-uint32_t Be32(const unsigned char* b) { return static_cast<uint32_t>(b[0]) << 24 | b[1] << 16 | b[2] << 8 | b[3]; }
-
-void PutBe32(unsigned char* b, uint32_t v) {
-  for (int i = 3; i >= 0; --i) {
-    b[i] = static_cast<unsigned char>(v);
-    v >>= 8;
-  }
-}
-
-void PutBe64(unsigned char* b, uint64_t v) {
-  for (int i = 7; i >= 0; --i) {
-    b[i] = static_cast<unsigned char>(v);
-    v >>= 8;
-  }
-}
+// Big-endian fields: the NBD code's helpers (header-only).
+using ferry::nbd::Get32;
+using ferry::nbd::Get64;
+using ferry::nbd::Put32;
+using ferry::nbd::Put64;
 
 // ---------------------------------------------------------------- serve
 int Serve(const Args& a) {
@@ -214,10 +200,10 @@ int Serve(const Args& a) {
     int c = accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC);
     if (c < 0) continue;
     NoDelay(c);
-    unsigned char req[kRequestSize];
+    uint8_t req[kRequestSize];
     while (ReadFull(c, req, sizeof req)) {
-      uint64_t off = Be64(req);
-      uint64_t block = Be32(req + 8);
+      uint64_t off = Get64(req);
+      uint64_t block = Get32(req + 8);
       if (block == 0 || block > kMaxBlock || off > size || size - off < block) {
         std::fprintf(stderr, "ferry-relay-ceiling: request %llu+%llu is outside the file or too long\n",
                      static_cast<unsigned long long>(off), static_cast<unsigned long long>(block));
@@ -358,9 +344,9 @@ int Read(const Args& a) {
   uint64_t next = 0;
   std::vector<uint64_t> inflight;  // offsets in request order (answers come in order)
   auto request = [&]() -> bool {
-    unsigned char r[kRequestSize];
-    PutBe64(r, next);
-    PutBe32(r + 8, static_cast<uint32_t>(block));
+    uint8_t r[kRequestSize];
+    Put64(r, next);
+    Put32(r + 8, static_cast<uint32_t>(block));
     inflight.push_back(next);
     next = (next + block) % size;
     return WriteFull(fd, r, sizeof r);
