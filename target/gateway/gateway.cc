@@ -8,7 +8,7 @@ const std::vector<std::string>& GatewayOptions::Flags() {
   static const std::vector<std::string> k = {"data-dir",   "nbd-listen",   "admin-listen",         "token",
                                              "backend",    "log-level",    "chunk-size",           "io-threads",
                                              "handshake-timeout-ms",       "heartbeat-ms",         "advertise-host",
-                                             "fence-drain-timeout-ms", "fault-injection"};
+                                             "fence-drain-timeout-ms", "fault-injection",      "max-connections"};
   return k;
 }
 
@@ -17,7 +17,7 @@ std::string GatewayOptions::Usage() {
          "                     [--admin-listen HOST:PORT] [--token T] [--backend URL]\n"
          "                     [--log-level debug|info|warn|error] [--chunk-size BYTES]\n"
          "                     [--io-threads N] [--handshake-timeout-ms MS] [--heartbeat-ms MS]\n"
-         "                     [--advertise-host IP] [--fence-drain-timeout-ms MS]\n"
+         "                     [--advertise-host IP] [--fence-drain-timeout-ms MS] [--max-connections N]\n"
          "                     [--fault-injection on|off]   (test/debug only; default off)\n"
          "Every flag is also a key of the [gateway] section (data_dir, nbd_listen, ...).\n"
          "Defaults: --data-dir ./var/data --nbd-listen 127.0.0.1:8585 --admin-listen 127.0.0.1:8686\n";
@@ -58,7 +58,8 @@ Result<GatewayOptions> GatewayOptions::FromConfig(const Config& c) {
   for (IntKey k : {IntKey{"io_threads", 1, 256, &o.io_threads},
                    IntKey{"handshake_timeout_ms", 100, 600000, &o.handshake_timeout_ms},
                    IntKey{"heartbeat_ms", 100, 3600000, &o.heartbeat_ms},
-                   IntKey{"fence_drain_timeout_ms", 10, 600000, &o.fence_drain_timeout_ms}}) {
+                   IntKey{"fence_drain_timeout_ms", 10, 600000, &o.fence_drain_timeout_ms},
+                   IntKey{"max_connections", 1, 1000000, &o.max_connections}}) {
     auto v = c.GetInt(s, k.key, *k.dst);
     if (!v.ok() || *v < k.lo || *v > k.hi) {
       std::string flag = k.key;
@@ -92,6 +93,7 @@ Status Gateway::Start() {
   no.host = opts_.nbd.host;
   no.port = opts_.nbd.port;
   no.io_threads = opts_.io_threads;
+  no.max_connections = opts_.max_connections;
   no.conn.handshake_timeout = std::chrono::milliseconds(opts_.handshake_timeout_ms);
   faults_ = std::make_unique<FaultInjector>(log_.Child("faults"));
   if (opts_.fault_injection) no.conn.faults = faults_.get();

@@ -34,6 +34,7 @@ struct GatewayOptions {
   int handshake_timeout_ms = 10000;
   int heartbeat_ms = 5000;
   int fence_drain_timeout_ms = 2000;
+  int max_connections = 8192;  // NBD connections served at once (one per LUN of every target)
   std::string advertise_host;  // IP registered with the backend (default: the NBD host)
   bool fault_injection = false;  // test/debug: allow /v1/faults (fault_injector.h)
 

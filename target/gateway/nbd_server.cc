@@ -9,6 +9,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <system_error>
 
 namespace ferry::gateway {
 
@@ -48,7 +49,8 @@ Status NbdServer::Start() {
   listen_fd_ = fd;
   pool_ = std::make_unique<WorkerPool>(opts_.io_threads);
   acceptor_ = std::thread([this] { AcceptLoop(); });
-  log_.Info("NBD listening on " + opts_.host + ":" + std::to_string(port_));
+  log_.Info("NBD listening on " + opts_.host + ":" + std::to_string(port_) + " (at most " +
+            std::to_string(opts_.max_connections) + " connections)");
   return Status::Ok();
 }
 
@@ -95,7 +97,17 @@ void NbdServer::AcceptLoop() {
     conns_.insert(c);
     ++threads_;
     l.unlock();
-    std::thread([this, c] { RunConnection(c); }).detach();
+    try {
+      std::thread([this, c] { RunConnection(c); }).detach();
+    } catch (const std::system_error& e) {
+      // Out of threads (ulimit -u, kernel.threads-max, vm.max_map_count):
+      // refuse this client as if at max_connections rather than die.
+      log_.Warn("refusing " + peer + ": cannot start its thread: " + e.what());
+      std::lock_guard<std::mutex> g(mu_);
+      conns_.erase(c);
+      --threads_;
+      cv_.notify_all();
+    }
   }
 }
 

@@ -33,7 +33,7 @@ class NbdServer {
     std::string host = "127.0.0.1";
     uint16_t port = 8585;  // 0 = pick a free port (see port())
     int io_threads = 4;
-    int max_connections = 1024;
+    int max_connections = 8192;
     NbdConnection::Options conn;
   };
 

@@ -1,5 +1,7 @@
 #include "target/server/process.h"
 
+#include <sys/resource.h>
+
 #include <cctype>
 
 #include "target/common/http_server.h"
@@ -101,6 +103,19 @@ TargetProcess::TargetProcess(TargetProcessOptions o)
 TargetProcess::~TargetProcess() { Stop(); }
 
 Status TargetProcess::Start() {
+  // Every LUN holds a gateway connection and every session a socket, so a
+  // target with a thousand LUNs needs more than the usual soft limit of 1024
+  // descriptors: lift it to the hard limit, and say so when that is low.
+  struct rlimit rl;
+  if (::getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+    if (rl.rlim_cur < rl.rlim_max) {
+      rl.rlim_cur = rl.rlim_max;
+      ::setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if (rl.rlim_cur < 8192)
+      log_.Warn("open-file limit is " + std::to_string(rl.rlim_cur) +
+                " (one descriptor per LUN and per session): raise LimitNOFILE for more LUNs");
+  }
   state_ = std::make_unique<StateFile>(opts_.state_dir);
   FERRY_RETURN_IF_ERROR(state_->Init());
   factory_ = std::make_unique<GatewayVolumeFactory>(log_.Child("blockdev"));

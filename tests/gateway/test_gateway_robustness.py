@@ -217,7 +217,7 @@ def test_bad_flags_exit_with_usage(tmp_path):
     import subprocess
     from ferrytest import binary
     for argv in (["--nbd-listen", "nope"], ["--chunk-size", "1000"], ["--bogus", "1"],
-                 ["--backend", "ftp://x"], ["--log-level", "loud"]):
+                 ["--backend", "ftp://x"], ["--log-level", "loud"], ["--max-connections", "0"]):
         r = subprocess.run([binary("ferry-gateway"), "--data-dir", str(tmp_path), *argv],
                            capture_output=True, text=True, timeout=10)
         assert r.returncode == 2, (argv, r.stderr)
@@ -288,6 +288,30 @@ def test_many_concurrent_connections(procs, tmp_path):
     for k in range(24):
         assert h.pread(4096, k * MiB + 3 * 256 * 1024) == bytes([k + 1]) * 4096
     h.shutdown()
+
+
+def test_connections_beyond_max_connections_are_refused_and_served_again_when_one_ends(procs, tmp_path):
+    gw = start_gateway(procs, tmp_path / "data", extra=("--max-connections", "2"))
+    gw.create("v", MiB)
+    a, b = connect(gw, "v"), connect(gw, "v")
+    with pytest.raises(nbd.Error):
+        connect(gw, "v")
+    a.pwrite(b"a" * 4096, 0)  # the two admitted clients keep working
+    assert b.pread(4096, 0) == b"a" * 4096
+    a.shutdown()
+    assert _wait(lambda: _try_connect(gw) is not None, 10)
+    b.shutdown()
+    log = open(gw.proc.ferry_log).read()
+    assert "at most 2 connections" in log and "2 connections already" in log
+
+
+def _try_connect(gw):
+    try:
+        h = connect(gw, "v")
+    except nbd.Error:
+        return None
+    h.shutdown()
+    return True
 
 
 def test_client_that_stops_reading_replies_does_not_stall_other_clients(procs, tmp_path):
