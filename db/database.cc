@@ -213,6 +213,17 @@ Status Database::ExecScript(const std::string& sql) {
   return Status::Ok();
 }
 
+Status Database::ExecCached(const char* sql) {
+  std::lock_guard<std::recursive_mutex> lk(mu_);
+  auto prep = Prepare(sql);
+  if (!prep.ok()) return prep.status();
+  int rc = sqlite3_step(*prep);
+  sqlite3_reset(*prep);
+  if (rc == SQLITE_DONE || rc == SQLITE_ROW) return Status::Ok();
+  if (rc == SQLITE_BUSY) return Status::Unavailable(std::string("sqlite busy: ") + sqlite3_errmsg(db_));
+  return Status::IoError(std::string("sqlite: ") + sqlite3_errmsg(db_) + " in: " + sql);
+}
+
 Result<sqlite3_stmt*> Database::Prepare(const char* sql) {
   auto it = cache_.find(sql);
   if (it != cache_.end()) return it->second;
@@ -275,7 +286,7 @@ Status Database::Migrate(int to) {
 Status Database::Write(const std::function<Status(Txn&)>& fn) {
   std::lock_guard<std::recursive_mutex> lk(mu_);
   if (in_txn_) return Status::Internal("nested Database::Write");
-  FERRY_RETURN_IF_ERROR(ExecScript("BEGIN IMMEDIATE;"));
+  FERRY_RETURN_IF_ERROR(ExecCached("BEGIN IMMEDIATE"));
   in_txn_ = true;
   Txn t(this);
   Status s;
@@ -286,12 +297,12 @@ Status Database::Write(const std::function<Status(Txn&)>& fn) {
   }
   in_txn_ = false;
   if (!s.ok()) {
-    (void)ExecScript("ROLLBACK;");
+    (void)ExecCached("ROLLBACK");
     return s;
   }
-  Status c = ExecScript("COMMIT;");
+  Status c = ExecCached("COMMIT");
   if (!c.ok()) {
-    (void)ExecScript("ROLLBACK;");
+    (void)ExecCached("ROLLBACK");
     return c;
   }
   // Still under mu_: the bump is visible before this call returns.

@@ -231,6 +231,9 @@ class Database {
   Database() = default;
   Status Migrate(int to);
   Status ExecScript(const std::string& sql);
+  // One statement through the prepared-statement cache (BEGIN/COMMIT of every
+  // Write: sqlite3_exec would parse them anew each time).
+  Status ExecCached(const char* sql);
   // Prepared-statement cache; caller must hold mu_.
   Result<sqlite3_stmt*> Prepare(const char* sql);
   Status Err(const std::string& what);

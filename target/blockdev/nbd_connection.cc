@@ -427,7 +427,13 @@ void NbdConnection::ReaderLoop() {
   // not yet buffered and is large goes straight into the caller's buffer.
   constexpr size_t kChunk = 256 * 1024;
   constexpr size_t kDirect = 64 * 1024;
-  std::vector<char> buf(kChunk);
+  // Not zero-filled, and touched only as far as replies reach: zeroing it
+  // cost every LUN 256 KiB of resident memory and the add its CPU.
+  struct {
+    std::unique_ptr<char[]> bytes{new char[kChunk]};
+    char* data() { return bytes.get(); }
+    size_t size() const { return kChunk; }
+  } buf;
   size_t pos = 0, len = 0;
   auto fill = [&]() -> bool {  // more bytes after the unread ones; false on EOF/error
     if (pos > 0) {
