@@ -1,6 +1,7 @@
 #include "target/blockdev/device_scheduler.h"
 
 #include <algorithm>
+#include <system_error>
 
 namespace ferry::blockdev {
 
@@ -110,11 +111,17 @@ void DeviceScheduler::DispatchLocked(const std::shared_ptr<Task>& t) {
   }
   std::vector<std::thread> dead;
   ReapLocked(&dead);
+  bool started = false;
   if (workers_.size() < kMaxWorkers) {
-    workers_.emplace_back([this] { WorkerLoop(); });
-  } else {
-    work_cv_.notify_one();  // all busy: it waits in the queue
+    try {
+      workers_.emplace_back([this] { WorkerLoop(); });
+      started = true;
+    } catch (const std::system_error&) {
+      // Out of threads: the task waits in the queue for a running worker
+      // (or the next dispatch that can start one) instead of killing the process.
+    }
   }
+  if (!started) work_cv_.notify_one();  // all busy: it waits in the queue
   // Joining exited workers cannot block: they have left WorkerLoop.
   for (auto& d : dead) d.join();
 }

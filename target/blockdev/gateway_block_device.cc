@@ -155,6 +155,7 @@ class GatewayBlockDevice::Impl {
                 std::to_string(epoch_) + ": " + c.status().ToString());
       std::lock_guard<std::mutex> l(mu_);
       health_[current_].failed = true;
+      start_error_ = "gateway " + current_ + ": " + c.status().message();
       need_failover_ = "start: " + c.status().message();
       d_->status_.store(static_cast<int>(VolumeStatus::kSwitch));
     }
@@ -947,6 +948,10 @@ class GatewayBlockDevice::Impl {
     std::lock_guard<std::mutex> l(mu_);
     return current_;
   }
+  std::string StartError() {
+    std::lock_guard<std::mutex> l(mu_);
+    return start_error_;
+  }
 
   void FillStats(VolumeStats* s) {
     RollRates(Clock::now());
@@ -1000,6 +1005,7 @@ class GatewayBlockDevice::Impl {
   bool kick_ = false;
   std::string dead_reason_;
   std::string need_failover_;
+  std::string start_error_;  // mu_
   bool in_fault_ = false;
   Clock::time_point next_reconnect_;
   std::string preferred_, current_;
@@ -1142,6 +1148,7 @@ void GatewayBlockDevice::SetSwitchable(bool on) {
 
 uint64_t GatewayBlockDevice::epoch() const { return impl_->Epoch(); }
 std::string GatewayBlockDevice::current_gateway() const { return impl_->CurrentGw(); }
+std::string GatewayBlockDevice::start_error() const { return impl_->StartError(); }
 
 VolumeStats GatewayBlockDevice::Stats() const {
   VolumeStats s;

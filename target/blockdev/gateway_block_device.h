@@ -135,6 +135,8 @@ class GatewayBlockDevice : public BlockDevice {
   VolumeStatus status() const { return static_cast<VolumeStatus>(status_.load()); }
   uint64_t epoch() const;
   std::string current_gateway() const;
+  // Why the first connection made by Start() failed; empty when it succeeded.
+  std::string start_error() const;
   const std::string& volume() const { return cfg_.volume; }
   VolumeStats Stats() const;
 

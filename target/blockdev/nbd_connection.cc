@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <system_error>
 #include <vector>
 
 #include "target/common/batch_scope.h"
@@ -269,9 +270,19 @@ Result<std::unique_ptr<NbdConnection>> NbdConnection::Connect(const NbdConnectOp
   // Transmission phase: blocking socket; deadlines are the owner's business.
   int fl = fcntl(fd.get(), F_GETFL);
   fcntl(fd.get(), F_SETFL, fl & ~O_NONBLOCK);
-  std::unique_ptr<NbdConnection> c(
-      new NbdConnection(fd.release(), info.value(), std::move(on_reply), std::move(on_dead)));
-  return c;
+  return Adopt(fd.release(), info.value(), std::move(on_reply), std::move(on_dead));
+}
+
+Result<std::unique_ptr<NbdConnection>> NbdConnection::Adopt(int fd, const NbdExportInfo& info, ReplyFn on_reply,
+                                                             DeadFn on_dead) {
+  try {
+    return std::unique_ptr<NbdConnection>(new NbdConnection(fd, info, std::move(on_reply), std::move(on_dead)));
+  } catch (const std::system_error& e) {
+    // No thread for the reader (ulimit -u, threads-max, address space): a
+    // failed connection, not a dead process.
+    ::close(fd);
+    return Status::Unavailable(std::string("cannot start the connection's reader thread: ") + e.what());
+  }
 }
 
 Result<std::unique_ptr<NbdConnection>> NbdConnection::ConnectFd(int raw, const NbdConnectOptions& o,
@@ -284,9 +295,7 @@ Result<std::unique_ptr<NbdConnection>> NbdConnection::ConnectFd(int raw, const N
   auto info = InfoOrGo(fd.get(), nbd::kOptGo, o.export_name, dl);
   if (!info.ok()) return info.status();
   fcntl(fd.get(), F_SETFL, fl & ~O_NONBLOCK);
-  std::unique_ptr<NbdConnection> c(
-      new NbdConnection(fd.release(), info.value(), std::move(on_reply), std::move(on_dead)));
-  return c;
+  return Adopt(fd.release(), info.value(), std::move(on_reply), std::move(on_dead));
 }
 
 Result<NbdExportInfo> NbdConnection::Probe(const NbdConnectOptions& o) {

@@ -100,6 +100,9 @@ class NbdConnection : public std::enable_shared_from_this<NbdConnection> {
   void Close();
 
  private:
+  // Wraps a connected, negotiated fd (owned from here on, closed on failure).
+  static Result<std::unique_ptr<NbdConnection>> Adopt(int fd, const NbdExportInfo& info, ReplyFn on_reply,
+                                                      DeadFn on_dead);
   struct Pending {
     uint16_t type;
     uint32_t length;

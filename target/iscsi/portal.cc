@@ -12,6 +12,7 @@
 #include <condition_variable>
 #include <list>
 #include <mutex>
+#include <system_error>
 #include <thread>
 
 #include "target/iscsi/connection.h"
@@ -284,19 +285,27 @@ void IscsiServer::Impl::Accept(int lfd) {
   }
   env.nexus_id = next_nexus_++;
   env.log = log_.Child(env.peer_addr);
+  const std::string peer_name = env.peer_addr;
   auto conn = std::make_shared<Connection>(fd, std::move(env));
   conns_.push_back(Slot{conn, std::thread(), false});
   Slot* slot = &conns_.back();
-  slot->thread = std::thread([this, conn, slot] {
-    conn->Run();
-    std::lock_guard<std::mutex> g(mu_);
-    slot->done = true;
-    cv_.notify_all();
-    if (wake_[1] >= 0) {
-      char c = 0;
-      [[maybe_unused]] ssize_t n = ::write(wake_[1], &c, 1);
-    }
-  });
+  try {
+    slot->thread = std::thread([this, conn, slot] {
+      conn->Run();
+      std::lock_guard<std::mutex> g(mu_);
+      slot->done = true;
+      cv_.notify_all();
+      if (wake_[1] >= 0) {
+        char c = 0;
+        [[maybe_unused]] ssize_t n = ::write(wake_[1], &c, 1);
+      }
+    });
+  } catch (const std::system_error& e) {
+    // Out of threads: refuse this initiator (it retries its login) rather
+    // than end the process and every other session with it.
+    log_.Warn("refusing connection from " + peer_name + ": cannot start its thread: " + e.what());
+    conns_.pop_back();  // the connection's destructor closes the socket
+  }
 }
 
 uint16_t IscsiServer::Impl::AllocateTsih() {

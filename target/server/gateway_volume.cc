@@ -71,10 +71,12 @@ Result<std::shared_ptr<Volume>> GatewayVolumeFactory::Open(const LunSpec& spec, 
   Status st = dev->Start();
   if (!st.ok()) return st;
   if (require_gateway && (dev->status() == blockdev::VolumeStatus::kFault || dev->size_bytes() == 0)) {
+    std::string why = dev->start_error();
     dev->Stop();
     return Status::Unavailable("volume " + spec.volume + ": no gateway of " + spec.current +
                                (spec.gateways.size() > 1 ? " and the others" : "") +
-                               " serves it (is it created? is the gateway up?)");
+                               " serves it (is it created? is the gateway up?)" +
+                               (why.empty() ? "" : "; first attempt: " + why));
   }
   return std::shared_ptr<Volume>(std::make_shared<GatewayVolume>(std::move(dev)));
 }

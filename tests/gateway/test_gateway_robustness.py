@@ -305,6 +305,33 @@ def test_connections_beyond_max_connections_are_refused_and_served_again_when_on
     assert "at most 2 connections" in log and "2 connections already" in log
 
 
+def test_out_of_threads_refuses_the_new_client_and_keeps_serving(procs, tmp_path):
+    # An address-space limit just above what the gateway maps now leaves room
+    # for a few connection threads (8 MiB stack each); the next ones cannot
+    # start. The gateway must refuse those clients, not die with them.
+    import resource
+    gw = start_gateway(procs, tmp_path / "data")
+    gw.create("v", MiB)
+    vm = int(next(l.split()[1] for l in open(f"/proc/{gw.proc.pid}/status") if l.startswith("VmSize:")))
+    limit = (vm + 30 * 1024) * 1024
+    resource.prlimit(gw.proc.pid, resource.RLIMIT_AS, (limit, limit))
+    admitted, refused = [], 0
+    for _ in range(12):
+        try:
+            admitted.append(connect(gw, "v"))
+        except nbd.Error:
+            refused += 1
+    assert admitted and refused, (len(admitted), refused)
+    for k, h in enumerate(admitted):
+        h.pwrite(bytes([k + 1]) * 4096, k * 4096)
+        assert h.pread(4096, k * 4096) == bytes([k + 1]) * 4096
+    for h in admitted:
+        h.shutdown()
+    assert _wait(lambda: _try_connect(gw) is not None, 10)  # room again
+    assert gw.proc.poll() is None
+    assert "cannot start its thread" in open(gw.proc.ferry_log).read()
+
+
 def _try_connect(gw):
     try:
         h = connect(gw, "v")

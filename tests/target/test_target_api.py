@@ -237,3 +237,33 @@ def test_add_lun_creates_its_target_in_one_call(procs, tmp_path):
     tgt.start()
     st, t = tgt.call("GET", f"/v1/targets/{iqn}")
     assert st == 200 and [l["volume"] for l in t["luns"]] == ["vol1", "vol2"], t
+
+
+def test_out_of_threads_refuses_the_lun_and_keeps_serving(procs, tmp_path):
+    # Each LUN's gateway connection has a reader thread (8 MiB stack). With an
+    # address-space limit just above what the target maps now, the next ones
+    # cannot start: add_lun must fail with the reason, the target must live on
+    # and serve what it has, and take LUNs again once there is room.
+    import resource
+    gw, tgt = cluster(procs, tmp_path, volumes=[f"vol{i}" for i in range(1, 16)])
+    iqn = f"{IQN_PREFIX}:threads"
+    tgt.create_target(iqn, open=True)
+    tgt.add_lun(iqn, "vol1", [gw])
+    pid = tgt.proc.pid
+    vm = int(next(l.split()[1] for l in open(f"/proc/{pid}/status") if l.startswith("VmSize:")))
+    hard = resource.prlimit(pid, resource.RLIMIT_AS)[1]
+    resource.prlimit(pid, resource.RLIMIT_AS, ((vm + 40 * 1024) * 1024, hard))
+    refused = None
+    for i in range(2, 16):
+        st, body = tgt.call("POST", f"/v1/targets/{iqn}/luns", {"volume": f"vol{i}", "gateways": [gw.nbd]})
+        if st != 201:
+            refused = (i, st, body)
+            break
+    assert refused is not None, "the limit never bit"
+    i, st, body = refused
+    assert st == 503 and "cannot start the connection's reader thread" in body["error"], body
+    assert tgt.proc.poll() is None
+    resource.prlimit(pid, resource.RLIMIT_AS, (hard, hard))
+    assert f"Total size:{64 * MiB}" in run(["iscsi-readcapacity16", tgt.url(iqn, 1)]).stdout
+    assert tgt.call("POST", f"/v1/targets/{iqn}/luns", {"volume": f"vol{i}", "gateways": [gw.nbd]})[0] == 201
+    assert [l["volume"] for l in tgt.call("GET", f"/v1/targets/{iqn}")[1]["luns"]] == [f"vol{k}" for k in range(1, i + 1)]
