@@ -29,7 +29,8 @@ Result<nbd::ExportInfo> VolumeExports::Describe(const std::string& name) {
     return Status::NotFound("no snapshot " + e->snapshot + " of volume " + e->volume);
   }
   info.size = v->size;
-  info.read_only = e->epoch < v->epoch;
+  // A raise (VOL@+E) would open above the current epoch: never read-only.
+  info.read_only = !e->raise && e->epoch < v->epoch;
   info.description = "volume " + v->name + " epoch " + std::to_string(std::max(e->epoch, v->epoch));
   return info;
 }
@@ -44,6 +45,17 @@ Result<nbd::ExportInfo> VolumeExports::Open(const std::string& name) {
     handle_ = h.value();
     info.read_only = true;
     info.description = "snapshot " + e->snapshot + " of " + e->volume;
+  } else if (e->raise) {
+    // VOL@+E: a new epoch above the store's (at least E), fencing every older
+    // handle; the client learns it from NBD_INFO_NAME ("VOL@GRANTED").
+    auto granted = store_->RaiseEpochAbove(e->volume, e->epoch);
+    if (!granted.ok()) return granted.status();
+    auto h = store_->OpenVolume(e->volume, *granted, false);
+    if (!h.ok()) return h.status();
+    handle_ = h.value();
+    info.read_only = handle_->read_only();
+    info.description = "volume " + e->volume + " epoch " + std::to_string(*granted);
+    info.canonical_name = nbd::FormatExportName(nbd::ExportName{e->volume, "", *granted});
   } else {
     auto h = store_->OpenVolume(e->volume, e->epoch, false);
     if (!h.ok()) return h.status();

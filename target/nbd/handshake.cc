@@ -263,7 +263,7 @@ void ServerHandshake::OptInfoOrGo(bool go, std::string* out) {
   if (want_name) {
     std::string nm;
     Append16(&nm, kInfoName);
-    nm += name;
+    nm += info.canonical_name.empty() ? name : info.canonical_name;
     Reply(kRepInfo, nm, out);
   }
   if (want_desc && !info.description.empty()) {

@@ -28,6 +28,9 @@ struct ExportInfo {
   uint64_t size = 0;
   bool read_only = false;
   std::string description;
+  // The server's name for what was opened, sent as NBD_INFO_NAME when the
+  // client asks for it; empty: the name the client gave.
+  std::string canonical_name;
 };
 
 // What the handshake asks of the server that embeds it.

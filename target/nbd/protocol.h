@@ -185,16 +185,21 @@ inline bool DecodeStructuredHeader(const uint8_t in[kStructuredReplyHeaderSize],
   return true;
 }
 
-// Export names: "VOL" (epoch 0), "VOL@EPOCH" (decimal), "VOL:SNAP" (read-only snapshot).
+// Export names: "VOL" (epoch 0), "VOL@EPOCH" (decimal: join at that epoch),
+// "VOL@+EPOCH" (raise: open at a new epoch above the one the store holds, at
+// least EPOCH; the server names the epoch it granted in NBD_INFO_NAME as
+// "VOL@GRANTED"), "VOL:SNAP" (read-only snapshot).
 struct ExportName {
   std::string volume;
   std::string snapshot;  // empty unless VOL:SNAP
   uint64_t epoch = 0;
+  bool raise = false;    // VOL@+EPOCH
 };
 
 // Splits an export name into its parts. Checks only the syntax (non-empty
 // volume, at most one of '@'/':', EPOCH = 1..20 decimal digits that fit in 64
-// bits, non-empty SNAP); the store validates the names themselves.
+// bits, optionally after one '+' and then > 0, non-empty SNAP); the store
+// validates the names themselves.
 // Returns false (and a reason in *why when given) on anything else.
 inline bool ParseExportName(const std::string& s, ExportName* out, std::string* why = nullptr) {
   auto fail = [&](const char* reason) {
@@ -218,6 +223,11 @@ inline bool ParseExportName(const std::string& s, ExportName* out, std::string* 
     if (rest.find(':') != std::string::npos) return fail("export name has more than one ':'");
     e.snapshot = rest;
   } else {
+    if (rest[0] == '+') {
+      e.raise = true;
+      rest.erase(0, 1);
+      if (rest.empty()) return fail("empty epoch after '@+'");
+    }
     if (rest.size() > 20) return fail("epoch too large");
     uint64_t v = 0;
     for (char c : rest) {
@@ -226,15 +236,17 @@ inline bool ParseExportName(const std::string& s, ExportName* out, std::string* 
       if (v > (UINT64_MAX - d) / 10) return fail("epoch too large");
       v = v * 10 + d;
     }
+    if (e.raise && v == 0) return fail("a raised epoch must be at least 1");
     e.epoch = v;
   }
   *out = std::move(e);
   return true;
 }
 
-// The inverse of ParseExportName: "VOL", "VOL@E" (E > 0) or "VOL:SNAP".
+// The inverse of ParseExportName: "VOL", "VOL@E" (E > 0), "VOL@+E" or "VOL:SNAP".
 inline std::string FormatExportName(const ExportName& e) {
   if (!e.snapshot.empty()) return e.volume + ":" + e.snapshot;
+  if (e.raise) return e.volume + "@+" + std::to_string(e.epoch);
   if (e.epoch != 0) return e.volume + "@" + std::to_string(e.epoch);
   return e.volume;
 }

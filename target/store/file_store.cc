@@ -727,18 +727,28 @@ Result<std::vector<VolumeInfo>> FileStore::ListVolumes() {
 }
 
 Result<uint64_t> FileStore::RaiseEpoch(const std::string& name, uint64_t at_least) {
+  return Raise(name, false, at_least);
+}
+
+Result<uint64_t> FileStore::RaiseEpochAbove(const std::string& name, uint64_t floor) {
+  return Raise(name, true, floor);
+}
+
+Result<uint64_t> FileStore::Raise(const std::string& name, bool above, uint64_t floor) {
   FERRY_RETURN_IF_ERROR(ValidateName(name));
   auto st = State(name);
   FERRY_RETURN_IF_ERROR(st.status());
   auto cur = (*st)->CurrentEpoch();
   FERRY_RETURN_IF_ERROR(cur.status());
-  if (*cur >= at_least) return *cur;
+  if (!above && *cur >= floor) return *cur;
   ExclusiveVolume ex(st->get());
   FERRY_RETURN_IF_ERROR(ex.status());
   auto h = (*st)->ReadHeader();
   FERRY_RETURN_IF_ERROR(h.status());
-  if (h->epoch < at_least) {
-    h->epoch = at_least;
+  if (above && h->epoch == UINT64_MAX) return Status::Conflict("volume " + name + ": epoch cannot rise further");
+  uint64_t want = above ? std::max(h->epoch + 1, floor) : std::max(h->epoch, floor);
+  if (want != h->epoch) {
+    h->epoch = want;
     FERRY_RETURN_IF_ERROR((*st)->WriteHeader(*h));
     ctx_->CrashPoint("raise.after_write");
   }

@@ -40,12 +40,17 @@ class FileStore : public Store {
   Result<VolumeInfo> GetVolume(const std::string& name) override;
   Result<std::vector<VolumeInfo>> ListVolumes() override;
   Result<uint64_t> RaiseEpoch(const std::string& name, uint64_t at_least) override;
+  Result<uint64_t> RaiseEpochAbove(const std::string& name, uint64_t floor) override;
   Result<std::shared_ptr<VolumeHandle>> OpenVolume(const std::string& name, uint64_t epoch,
                                                    bool read_only) override;
   Result<std::shared_ptr<VolumeHandle>> OpenSnapshot(const std::string& volume,
                                                      const std::string& snap) override;
 
  private:
+  // RaiseEpoch (epoch := max(epoch, floor)) and, with `above`,
+  // RaiseEpochAbove (epoch := max(epoch + 1, floor)) under the volume's
+  // exclusive lock, which drains other processes' writes first.
+  Result<uint64_t> Raise(const std::string& name, bool above, uint64_t floor);
   using ChunkRef = std::pair<uint64_t, uint64_t>;  // (owner, index)
   class MetaLock;
   class ExclusiveVolume;

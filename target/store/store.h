@@ -170,6 +170,9 @@ class Store {
   virtual Result<std::vector<VolumeInfo>> ListVolumes() = 0;
   // epoch := max(epoch, at_least); returns the epoch now in force. Fences older handles.
   virtual Result<uint64_t> RaiseEpoch(const std::string& name, uint64_t at_least) = 0;
+  // epoch := max(epoch + 1, floor), always a raise, in one step (no caller
+  // can slip between reading the epoch and raising it); returns the new epoch.
+  virtual Result<uint64_t> RaiseEpochAbove(const std::string& name, uint64_t floor) = 0;
   // Opens a volume for I/O at `epoch` (raising the volume's epoch to it if higher).
   // A handle opened below the current epoch can read but every write is kFenced.
   virtual Result<std::shared_ptr<VolumeHandle>> OpenVolume(const std::string& name, uint64_t epoch,

@@ -17,7 +17,7 @@ class FuzzProvider : public ferry::nbd::ExportProvider {
     ferry::nbd::ExportName e;
     if (!ferry::nbd::ParseExportName(name, &e)) return ferry::Status::InvalidArgument("bad name");
     if (e.volume != "vol") return ferry::Status::NotFound("no such export");
-    return ferry::nbd::ExportInfo{1 << 20, !e.snapshot.empty(), "fuzz"};
+    return ferry::nbd::ExportInfo{1 << 20, !e.snapshot.empty(), "fuzz", ""};
   }
   ferry::Result<ferry::nbd::ExportInfo> Open(const std::string& name) override { return Describe(name); }
   ferry::Result<std::vector<std::string>> List() override { return std::vector<std::string>{"vol", "vol:s"}; }

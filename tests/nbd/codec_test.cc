@@ -68,12 +68,19 @@ TEST(ExportNameTest, Parses) {
   EXPECT_EQ(FormatExportName(e), "vol.a-b_c:snap-1");
   ExportName f{"x", "", 7};
   EXPECT_EQ(FormatExportName(f), "x@7");
+  ASSERT_TRUE(ParseExportName("vol1@+5", &e));
+  EXPECT_EQ(e.volume, "vol1");
+  EXPECT_EQ(e.epoch, 5u);
+  EXPECT_TRUE(e.raise);
+  EXPECT_EQ(FormatExportName(e), "vol1@+5");
+  ASSERT_TRUE(ParseExportName("vol1@5", &e));
+  EXPECT_FALSE(e.raise);
 }
 
 TEST(ExportNameTest, RejectsGarbage) {
   ExportName e;
   std::string why;
-  for (const char* bad : {"", "@1", ":s", "v@", "v:", "v@1:s", "v:s@1", "v@-1", "v@+1", "v@1x", "v@ 1",
+  for (const char* bad : {"", "@1", ":s", "v@", "v:", "v@1:s", "v:s@1", "v@-1", "v@+", "v@+0", "v@++1", "v@+-1", "v@1+", "v@1x", "v@ 1",
                           "v@18446744073709551616", "v@123456789012345678901", "v:a:b"}) {
     EXPECT_FALSE(ParseExportName(bad, &e, &why)) << bad;
     EXPECT_FALSE(why.empty()) << bad;

@@ -69,8 +69,8 @@ std::vector<OptReply> ParseReplies(const std::string& s) {
 class HandshakeTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    fake.exports["vol"] = ExportInfo{1 << 20, false, "a volume"};
-    fake.exports["vol:snap"] = ExportInfo{1 << 20, true, ""};
+    fake.exports["vol"] = ExportInfo{1 << 20, false, "a volume", ""};
+    fake.exports["vol:snap"] = ExportInfo{1 << 20, true, "", ""};
   }
   // Feeds the whole string (byte by byte when `slow`), returns the server output.
   std::string Feed(ServerHandshake& h, const std::string& in, bool slow = false) {
@@ -130,6 +130,19 @@ TEST_F(HandshakeTest, GoWithBlockSizeAndName) {
   }
 }
 
+TEST_F(HandshakeTest, InfoNameIsTheServersCanonicalNameWhenItHasOne) {
+  fake.exports["vol@+3"] = ExportInfo{4096, false, "", "vol@7"};
+  ServerHandshake h(&fake, opts);
+  std::string in = B32(kClientFlagFixedNewstyle) + Opt(kOptGo, GoData("vol@+3", {kInfoName}));
+  auto replies = ParseReplies(Feed(h, in));
+  ASSERT_EQ(h.state(), ServerHandshake::State::kTransmission);
+  ASSERT_EQ(replies.size(), 4u);  // export, block size, name, ack
+  auto d2 = reinterpret_cast<const uint8_t*>(replies[2].data.data());
+  EXPECT_EQ(Get16(d2), kInfoName);
+  EXPECT_EQ(replies[2].data.substr(2), "vol@7");
+  EXPECT_EQ(h.session().export_name, "vol@+3");  // what the client asked for
+}
+
 TEST_F(HandshakeTest, InfoDoesNotOpenAndUnknownIsAnError) {
   ServerHandshake h(&fake, opts);
   std::string in = B32(kClientFlagFixedNewstyle) + Opt(kOptInfo, GoData("vol")) +
@@ -183,7 +196,7 @@ TEST_F(HandshakeTest, StructuredAndMetaContext) {
 
 TEST_F(HandshakeTest, MetaContextForOtherExportIsDropped) {
   ServerHandshake h(&fake, opts);
-  fake.exports["other"] = ExportInfo{4096, false, ""};
+  fake.exports["other"] = ExportInfo{4096, false, "", ""};
   std::string in = B32(kClientFlagFixedNewstyle) + Opt(kOptStructuredReply, "") +
                    Opt(kOptSetMetaContext, MetaData("other", {"base:allocation"})) + Opt(kOptGo, GoData("vol"));
   Feed(h, in);

@@ -210,11 +210,19 @@ TEST(StoreFencing, OlderHandleIsFencedInProcess) {
   EXPECT_EQ(old->Write(0, 1, pb.data(), false).code(), Status::Code::kFenced);
   EXPECT_EQ(*s->RaiseEpoch("v", 7), 7u);
   EXPECT_EQ(b->Write(0, 1, pb.data(), false).code(), Status::Code::kFenced);
+  // RaiseEpochAbove always raises: one above the current epoch, or to the floor when that is higher.
+  EXPECT_EQ(*s->RaiseEpochAbove("v", 3), 8u);
+  EXPECT_EQ(*s->RaiseEpochAbove("v", 8), 9u);
+  EXPECT_EQ(*s->RaiseEpochAbove("v", 20), 20u);
+  auto c = *s->OpenVolume("v", 20, false);
+  EXPECT_EQ(*s->RaiseEpochAbove("v", 1), 21u);
+  EXPECT_EQ(c->Write(0, 1, pb.data(), false).code(), Status::Code::kFenced);
+  EXPECT_EQ(s->RaiseEpochAbove("nope", 1).status().code(), Status::Code::kNotFound);
   // The epoch is durable: a new store object sees it.
-  a.reset(); b.reset(); old.reset();
+  a.reset(); b.reset(); old.reset(); c.reset();
   s.reset();
   auto s2 = MustOpen(d.path());
-  EXPECT_EQ(s2->GetVolume("v")->epoch, 7u);
+  EXPECT_EQ(s2->GetVolume("v")->epoch, 21u);
 }
 
 TEST(StoreVolumes, DeletedVolumeHandleFailsAndNameIsReusable) {
