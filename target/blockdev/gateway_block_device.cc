@@ -139,15 +139,32 @@ class GatewayBlockDevice::Impl {
     return Status::Ok();
   }
 
-  void Start() {
+  Status Start() {
     // The tasks exist before the first connection can report anything.
     sched_ = cfg_.scheduler ? cfg_.scheduler : std::make_shared<DeviceScheduler>();
     mgr_task_ = sched_->NewTask([this] { ManagerRun(); });
     probe_task_ = sched_->NewTask([this] { ProbeRun(); });
     send_task_ = sched_->NewTask([this] { SenderRun(); });
-    // First connection at the given epoch (joining, not raising).
+    // First connection: at the given epoch (joining), or at a new one the
+    // gateway grants (raise_epoch).
     uint64_t gen = NewGen();
-    auto c = ConnectTo(current_, epoch_, gen);
+    auto c = ConnectTo(current_, epoch_, gen, cfg_.raise_epoch);
+    if (cfg_.raise_epoch) {
+      if (c.ok()) {
+        auto granted = GrantedEpoch(c.value()->info().name);
+        if (!granted.ok()) c = granted.status();  // closes the connection
+        else {
+          std::lock_guard<std::mutex> l(mu_);
+          epoch_ = *granted;
+        }
+      }
+      if (!c.ok()) {
+        std::lock_guard<std::mutex> l(mu_);
+        start_error_ = "gateway " + current_ + ": " + c.status().message();
+        return Status(c.status().code(), "volume " + cfg_.volume + ": cannot open it at a new epoch on " +
+                                             start_error_);
+      }
+    }
     if (c.ok()) {
       Activate(std::move(c.value()), gen, current_, epoch_, "start", /*notify=*/false);
     } else {
@@ -166,6 +183,18 @@ class GatewayBlockDevice::Impl {
       next_rates_ = last_roll_ + milliseconds(1000);
     }
     mgr_task_->WakeNow();
+    return Status::Ok();
+  }
+
+  // The epoch a raise was granted, from the gateway's NBD_INFO_NAME
+  // ("VOL@GRANTED"); at least the floor asked for.
+  Result<uint64_t> GrantedEpoch(const std::string& name) const {
+    nbd::ExportName e;
+    if (name.empty() || !nbd::ParseExportName(name, &e) || e.raise || e.volume != cfg_.volume ||
+        !e.snapshot.empty() || e.epoch < cfg_.epoch)
+      return Status::Unavailable("the gateway did not name the epoch it granted (got '" + name +
+                                 "'; a gateway older than raise_epoch?)");
+    return e.epoch;
   }
 
   void Stop() {
@@ -379,13 +408,15 @@ class GatewayBlockDevice::Impl {
     return ++next_gen_;
   }
 
-  Result<std::unique_ptr<NbdConnection>> ConnectTo(const std::string& gw, uint64_t epoch, uint64_t gen) {
+  Result<std::unique_ptr<NbdConnection>> ConnectTo(const std::string& gw, uint64_t epoch, uint64_t gen,
+                                                    bool raise = false) {
     auto hp = ParseHostPort(gw);
     if (!hp.ok()) return hp.status();
     NbdConnectOptions o;
     o.host = hp->host;
     o.port = hp->port;
-    o.export_name = cfg_.export_name(cfg_.volume, epoch);
+    o.export_name = raise ? nbd::FormatExportName(nbd::ExportName{cfg_.volume, "", epoch, true})
+                          : cfg_.export_name(cfg_.volume, epoch);
     o.connect_timeout = cfg_.connect_timeout;
     o.handshake_timeout = cfg_.handshake_timeout;
     return NbdConnection::Connect(
@@ -1046,8 +1077,9 @@ Status GatewayBlockDevice::Start() {
   if (started_) return Status::Conflict("already started");
   FERRY_RETURN_IF_ERROR(impl_->Init());
   started_ = true;
-  impl_->Start();
-  return Status::Ok();
+  Status st = impl_->Start();
+  if (!st.ok()) impl_->Stop();
+  return st;
 }
 
 void GatewayBlockDevice::Stop() {

@@ -85,6 +85,11 @@ struct GatewayBlockDeviceConfig {
   std::string preferred;              // one of gateways (empty: the first)
   std::string current;                // where to start (empty: preferred)
   uint64_t epoch = 1;                 // epoch to open `current` at (joins; does not raise)
+  // Start() opens `current` at a new epoch instead: above the one the store
+  // holds and at least `epoch` (export "VOL@+EPOCH"), fencing every older
+  // writer, and adopts the epoch the gateway grants. If that first open
+  // fails, Start() fails: a raise is never retried at a guessed epoch.
+  bool raise_epoch = false;
   uint64_t size_hint = 0;             // size to report before the first connection succeeds
   bool switchable = true;
   std::shared_ptr<Timeouts> timeouts;      // required; shared by the target's volumes

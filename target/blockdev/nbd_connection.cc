@@ -221,10 +221,11 @@ Status Greet(int fd, Clock::time_point deadline) {
 }
 
 std::vector<uint8_t> InfoRequest(const std::string& name) {
-  std::vector<uint8_t> d(4 + name.size() + 2);
+  std::vector<uint8_t> d(4 + name.size() + 4);
   nbd::Put32(d.data(), static_cast<uint32_t>(name.size()));
   memcpy(d.data() + 4, name.data(), name.size());
-  nbd::Put16(d.data() + 4 + name.size(), 0);  // no specific info requests
+  nbd::Put16(d.data() + 4 + name.size(), 1);  // one request: the server's name for the export
+  nbd::Put16(d.data() + 4 + name.size() + 2, nbd::kInfoName);
   return d;
 }
 
@@ -250,6 +251,8 @@ Result<NbdExportInfo> InfoOrGo(int fd, uint32_t opt, const std::string& name, Cl
         info.size = nbd::Get64(r->data.data() + 2);
         info.flags = nbd::Get16(r->data.data() + 10);
         have_export = true;
+      } else if (it == nbd::kInfoName) {
+        info.name.assign(r->data.begin() + 2, r->data.end());
       }
     }
     // other informational replies are ignored

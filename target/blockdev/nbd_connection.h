@@ -56,6 +56,7 @@ struct NbdConnectOptions {
 struct NbdExportInfo {
   uint64_t size = 0;
   uint16_t flags = 0;  // nbd::kTFlag*
+  std::string name;    // NBD_INFO_NAME: the server's name for the export (empty if it sent none)
 };
 
 class NbdConnection : public std::enable_shared_from_this<NbdConnection> {

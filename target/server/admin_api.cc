@@ -193,6 +193,7 @@ HttpResponse AdminApi::AddLun(const HttpRequest& r) {
     else req.epoch = static_cast<uint64_t>(n);
   }
   if (st.ok()) st = GetBool(*body, "switchable", &req.switchable, &present);
+  if (st.ok()) st = GetBool(*body, "raise_epoch", &req.raise_epoch, &present);
   JsonObject sub;
   if (st.ok()) st = GetObject(*body, "target", &sub, &present);
   if (st.ok() && present) {
@@ -218,6 +219,7 @@ HttpResponse AdminApi::AddLun(const HttpRequest& r) {
   o->set("current", lun->current);
   o->set("tid", info.tid);
   o->set("target_created", info.target_created);
+  if (req.raise_epoch) o->set("epoch_raised", true);  // tells a backend this target knows raise_epoch
   return Ok(201, o);
 }
 

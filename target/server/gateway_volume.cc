@@ -50,14 +50,16 @@ GatewayVolumeFactory::GatewayVolumeFactory(Logger log)
       scheduler_(std::make_shared<blockdev::DeviceScheduler>()),
       pipes_(std::make_shared<PipePool>()) {}
 
-Result<std::shared_ptr<Volume>> GatewayVolumeFactory::Open(const LunSpec& spec, bool require_gateway,
+Result<std::shared_ptr<Volume>> GatewayVolumeFactory::Open(const LunSpec& spec, OpenMode mode,
                                                            ChangeHook on_change) {
+  const bool require_gateway = mode != OpenMode::kRestore;
   blockdev::GatewayBlockDeviceConfig c;
   c.volume = spec.volume;
   c.gateways = spec.gateways;
   c.preferred = spec.preferred;
   c.current = spec.current;
   c.epoch = spec.epoch;
+  c.raise_epoch = mode == OpenMode::kRaise;
   c.size_hint = spec.size;
   c.switchable = spec.switchable;
   c.timeouts = timeouts_;

@@ -19,7 +19,7 @@ namespace ferry::server {
 class GatewayVolumeFactory : public VolumeFactory {
  public:
   explicit GatewayVolumeFactory(Logger log);
-  Result<std::shared_ptr<Volume>> Open(const LunSpec& spec, bool require_gateway,
+  Result<std::shared_ptr<Volume>> Open(const LunSpec& spec, OpenMode mode,
                                        ChangeHook on_change) override;
   void SetTimeouts(const TimeoutValues& t) override;
   void SetFixedGateway(const std::string& gateway) override;

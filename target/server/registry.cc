@@ -224,7 +224,7 @@ Status Registry::Restore() {
     for (auto& [n, spec] : t.luns) {
       std::string tiqn = iqn;
       uint32_t lun = n;
-      auto v = factory_->Open(spec, false,
+      auto v = factory_->Open(spec, OpenMode::kRestore,
                               [this, tiqn, lun](const VolumeChange& c) { OnVolumeChange(tiqn, lun, c); });
       if (!v.ok()) {
         // Keep it in the state (an operator or the backend decides), but say so loudly.
@@ -400,7 +400,8 @@ Result<LunSpec> Registry::AddLun(const std::string& iqn, const LunRequest& req, 
   }
   // Connect to the gateway outside every lock: other LUNs, logins and admin calls go on.
   uint32_t lun = spec.lun;
-  auto opened = factory_->Open(spec, true, [this, iqn, lun](const VolumeChange& c) { OnVolumeChange(iqn, lun, c); });
+  auto opened = factory_->Open(spec, req.raise_epoch ? OpenMode::kRaise : OpenMode::kJoin,
+                               [this, iqn, lun](const VolumeChange& c) { OnVolumeChange(iqn, lun, c); });
   // The number stays reserved until the LUN is in the state (or refused).
   LunReservation unreserve{this, {iqn, lun}};
   if (!opened.ok()) return opened.status();

@@ -46,6 +46,9 @@ struct LunRequest {
   std::string preferred;        // default: first gateway
   std::string current;          // default: preferred
   std::optional<uint64_t> epoch;  // default 1
+  // Open at a new epoch above the store's, at least `epoch` (the gateway
+  // grants it; the LUN keeps it): a new export that fences every older one.
+  bool raise_epoch = false;
   bool switchable = true;
   // When set and the target does not exist, it is created with these
   // settings (open, acl, chap; tid assigned) in the same durable change as

@@ -52,12 +52,19 @@ class Volume {
   virtual uint64_t size() const = 0;
 };
 
+// How a LUN's volume is opened.
+enum class OpenMode {
+  kRestore,  // from the persisted state at start: serve it, a gateway may answer later
+  kJoin,     // a new LUN at spec.epoch: a gateway must answer now
+  kRaise,    // a new LUN at a new epoch above the store's (>= spec.epoch), which the
+             // gateway grants; fences every older writer; a gateway must answer now
+};
+
 class VolumeFactory {
  public:
   using ChangeHook = std::function<void(const VolumeChange&)>;
   virtual ~VolumeFactory() = default;
-  virtual Result<std::shared_ptr<Volume>> Open(const LunSpec& spec, bool require_gateway,
-                                               ChangeHook on_change) = 0;
+  virtual Result<std::shared_ptr<Volume>> Open(const LunSpec& spec, OpenMode mode, ChangeHook on_change) = 0;
   // Target-wide settings shared by every volume (applied to I/O issued later).
   virtual void SetTimeouts(const TimeoutValues& t) = 0;
   virtual void SetFixedGateway(const std::string& gateway) = 0;  // "" = off

@@ -107,6 +107,11 @@ void FakeNbdServer::SetSize(uint64_t size) {
   std::lock_guard<std::mutex> l(mu_);
   disk_.resize(size);
 }
+void FakeNbdServer::SetInfoName(std::string name) {
+  std::lock_guard<std::mutex> l(mu_);
+  info_name_ = std::move(name);
+}
+
 std::vector<std::string> FakeNbdServer::exports_asked() {
   std::lock_guard<std::mutex> l(mu_);
   return asked_;
@@ -167,11 +172,13 @@ void FakeNbdServer::Serve(int fd) {
     std::string name(d.begin() + 4, d.begin() + 4 + nl);
     bool ok;
     uint64_t size;
+    std::string info_name;
     {
       std::lock_guard<std::mutex> l(mu_);
       asked_.push_back(name);
       ok = exports_.empty() || std::find(exports_.begin(), exports_.end(), name) != exports_.end();
       size = disk_.size();
+      info_name = info_name_;
     }
     if (!ok) {
       if (!OptReply(fd, opt, nbd::kRepErrUnknown, {})) return done();
@@ -182,7 +189,14 @@ void FakeNbdServer::Serve(int fd) {
     nbd::Put64(info.data() + 2, size);
     nbd::Put16(info.data() + 10, nbd::kTFlagHasFlags | nbd::kTFlagSendFlush | nbd::kTFlagSendFua |
                                       nbd::kTFlagSendTrim | nbd::kTFlagSendWriteZeroes);
-    if (!OptReply(fd, opt, nbd::kRepInfo, info) || !OptReply(fd, opt, nbd::kRepAck, {})) return done();
+    if (!OptReply(fd, opt, nbd::kRepInfo, info)) return done();
+    if (!info_name.empty()) {
+      std::vector<uint8_t> nm(2 + info_name.size());
+      nbd::Put16(nm.data(), nbd::kInfoName);
+      std::copy(info_name.begin(), info_name.end(), nm.begin() + 2);
+      if (!OptReply(fd, opt, nbd::kRepInfo, nm)) return done();
+    }
+    if (!OptReply(fd, opt, nbd::kRepAck, {})) return done();
     if (opt == nbd::kOptGo) break;
   }
   for (;;) {  // transmission, served in order on this thread

@@ -37,6 +37,8 @@ class FakeNbdServer {
   // Accepts any export name unless set: then only these names.
   void SetExports(std::vector<std::string> names);
   void SetScript(Script s);
+  // Answer INFO/GO with this NBD_INFO_NAME too (a gateway granting an epoch: "vol@9").
+  void SetInfoName(std::string name);
   void SetSize(uint64_t size);
   // Never send the greeting (a hung process whose kernel still accepts).
   void SetMute(bool mute) { mute_ = mute; }
@@ -59,6 +61,7 @@ class FakeNbdServer {
   std::mutex mu_;
   std::vector<char> disk_;
   std::vector<std::string> exports_;
+  std::string info_name_;
   std::vector<std::string> asked_;
   Script script_;
   uint16_t port_ = 0;

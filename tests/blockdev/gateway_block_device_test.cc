@@ -135,6 +135,52 @@ TEST_F(GatewayBlockDeviceTest, ReadWriteAndCounters) {
   EXPECT_EQ(strs[14].second, "1");
 }
 
+TEST_F(GatewayBlockDeviceTest, RaiseEpochAdoptsTheEpochTheGatewayGrants) {
+  FakeNbdServer a(kSize);
+  a.SetInfoName("vol@9");
+  auto c = Config({a.addr()});
+  c.epoch = 3;
+  c.raise_epoch = true;
+  StartDev(std::move(c));
+  EXPECT_EQ(dev_->epoch(), 9u);
+  EXPECT_EQ(a.exports_asked(), std::vector<std::string>{"vol@+3"});
+  std::vector<char> b(4096, 'r');
+  ASSERT_TRUE(WriteSync(0, b).ok());
+  EXPECT_TRUE(changes().empty());  // the start is no move
+}
+
+TEST_F(GatewayBlockDeviceTest, RaiseEpochFailsStartAndGuessesNoEpochWhenTheGrantIsNotNamed) {
+  // A gateway that names no epoch (too old), one that names a lower one, and
+  // one that is down: Start fails each time, and nothing is retried at an
+  // epoch the target made up, on this gateway or another.
+  for (std::string name : {"", "vol@2", "other@9", "vol@+9", "vol:snap"}) {
+    FakeNbdServer a(kSize), b(kSize);
+    a.SetInfoName(name);
+    b.SetInfoName("vol@9");
+    auto c = Config({a.addr(), b.addr()});
+    c.epoch = 3;
+    c.raise_epoch = true;
+    GatewayBlockDevice d(std::move(c));
+    Status st = d.Start();
+    EXPECT_EQ(st.code(), Status::Code::kUnavailable) << name;
+    EXPECT_NE(st.message().find("did not name the epoch"), std::string::npos) << st.ToString();
+    EXPECT_NE(d.start_error().find(a.addr()), std::string::npos);
+    std::this_thread::sleep_for(milliseconds(400));  // > reconnect and tick
+    EXPECT_EQ(a.exports_asked().size(), 1u) << name;
+    EXPECT_TRUE(b.exports_asked().empty()) << name;
+    d.Stop();
+  }
+  FakeNbdServer a(kSize), b(kSize);
+  a.Down();
+  auto c = Config({a.addr(), b.addr()});
+  c.raise_epoch = true;
+  GatewayBlockDevice d(std::move(c));
+  EXPECT_EQ(d.Start().code(), Status::Code::kUnavailable);
+  std::this_thread::sleep_for(milliseconds(400));
+  EXPECT_TRUE(b.exports_asked().empty());
+  d.Stop();
+}
+
 TEST_F(GatewayBlockDeviceTest, BadRangesFailAtOnceWithoutReachingTheGateway) {
   FakeNbdServer a(kSize);
   StartDev(Config({a.addr()}));

@@ -129,9 +129,10 @@ class FakeVolume : public Volume {
 
 class FakeFactory : public VolumeFactory {
  public:
-  Result<std::shared_ptr<Volume>> Open(const LunSpec& spec, bool require_gateway, ChangeHook hook) override {
+  Result<std::shared_ptr<Volume>> Open(const LunSpec& spec, OpenMode mode, ChangeHook hook) override {
+    const bool require_gateway = mode != OpenMode::kRestore;
     std::unique_lock<std::mutex> l(mu_);
-    opens_.push_back({spec, require_gateway});
+    opens_.push_back({spec, mode});
     if (gated_.count(spec.volume)) {
       ++waiting_;
       cv_.notify_all();
@@ -142,6 +143,7 @@ class FakeFactory : public VolumeFactory {
       return Status::Unavailable("no gateway serves " + spec.volume);
     LunSpec s = spec;
     if (!s.size) s.size = default_size;
+    if (mode == OpenMode::kRaise) s.epoch = std::max(spec.epoch, raise_grant);  // the "gateway" grants
     auto v = std::make_shared<FakeVolume>(s, std::move(hook));
     volumes_[spec.volume].push_back(v);
     return std::shared_ptr<Volume>(v);
@@ -178,7 +180,7 @@ class FakeFactory : public VolumeFactory {
     auto it = volumes_.find(v);
     return it == volumes_.end() || it->second.empty() ? nullptr : it->second.back();
   }
-  std::vector<std::pair<LunSpec, bool>> Opens() {
+  std::vector<std::pair<LunSpec, OpenMode>> Opens() {
     std::lock_guard<std::mutex> l(mu_);
     return opens_;
   }
@@ -191,6 +193,7 @@ class FakeFactory : public VolumeFactory {
     return fixed_;
   }
   uint64_t default_size = 8 << 20;
+  uint64_t raise_grant = 0;  // epoch a kRaise open is granted (at least the floor asked for)
 
  private:
   std::mutex mu_;
@@ -198,7 +201,7 @@ class FakeFactory : public VolumeFactory {
   int waiting_ = 0;
   std::set<std::string> unreachable_, gated_;
   std::map<std::string, std::vector<std::shared_ptr<FakeVolume>>> volumes_;
-  std::vector<std::pair<LunSpec, bool>> opens_;
+  std::vector<std::pair<LunSpec, OpenMode>> opens_;
   TimeoutValues timeouts_;
   std::string fixed_;
 };

@@ -241,6 +241,30 @@ TEST_F(RegistryTest, AddLunCreatesItsTargetInTheSameChange) {
   ExpectServedEqualsDisk();
 }
 
+TEST_F(RegistryTest, RaiseEpochKeepsTheEpochTheGatewayGrantedAndRestoresAtIt) {
+  MakeTarget();
+  factory_.raise_grant = 12;
+  LunRequest r = Req("v1");
+  r.epoch = 4;  // the floor
+  r.raise_epoch = true;
+  auto l = reg_->AddLun(kIqn, r);
+  ASSERT_TRUE(l.ok()) << l.status().ToString();
+  EXPECT_EQ(l->epoch, 12u);
+  auto opens = factory_.Opens();
+  ASSERT_EQ(opens.size(), 1u);
+  EXPECT_EQ(opens[0].second, OpenMode::kRaise);
+  EXPECT_EQ(opens[0].first.epoch, 4u);
+  EXPECT_EQ(OnDisk().targets.at(kIqn).luns.at(l->lun).epoch, 12u);
+  ExpectServedEqualsDisk();
+  // A restart joins at the granted epoch; it never raises again.
+  reg_.reset();
+  FakeFactory f2;
+  reg_ = NewRegistry(false, &f2);
+  ASSERT_EQ(f2.Opens().size(), 1u);
+  EXPECT_EQ(f2.Opens()[0].second, OpenMode::kRestore);
+  EXPECT_EQ(f2.Opens()[0].first.epoch, 12u);
+}
+
 TEST_F(RegistryTest, LiveMigrationJoinKeepsEpochAndCurrent) {
   MakeTarget();
   LunRequest r = Req("v1");
@@ -257,7 +281,7 @@ TEST_F(RegistryTest, LiveMigrationJoinKeepsEpochAndCurrent) {
   EXPECT_EQ(opens[0].first.epoch, 9u);
   EXPECT_EQ(opens[0].first.current, "127.0.0.1:8586");
   EXPECT_FALSE(opens[0].first.switchable);
-  EXPECT_TRUE(opens[0].second);  // the API requires a gateway to answer
+  EXPECT_EQ(opens[0].second, OpenMode::kJoin);  // the API requires a gateway to answer
 }
 
 TEST_F(RegistryTest, UnreachableGatewayChangesNothing) {
@@ -325,7 +349,7 @@ TEST_F(RegistryTest, RestartRestoresEverythingWithoutGateways) {
   reg_ = NewRegistry(false, &f2);
   auto opens = f2.Opens();
   ASSERT_EQ(opens.size(), 2u);
-  for (auto& [spec, require] : opens) EXPECT_FALSE(require);
+  for (auto& [spec, mode] : opens) EXPECT_EQ(mode, OpenMode::kRestore);
   EXPECT_EQ(opens[0].first.volume, "v1");
   EXPECT_EQ(opens[0].first.epoch, 2u);
   EXPECT_EQ(opens[0].first.current, "127.0.0.1:8586");

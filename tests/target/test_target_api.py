@@ -267,3 +267,30 @@ def test_out_of_threads_refuses_the_lun_and_keeps_serving(procs, tmp_path):
     assert f"Total size:{64 * MiB}" in run(["iscsi-readcapacity16", tgt.url(iqn, 1)]).stdout
     assert tgt.call("POST", f"/v1/targets/{iqn}/luns", {"volume": f"vol{i}", "gateways": [gw.nbd]})[0] == 201
     assert [l["volume"] for l in tgt.call("GET", f"/v1/targets/{iqn}")[1]["luns"]] == [f"vol{k}" for k in range(1, i + 1)]
+
+
+def test_add_lun_raise_epoch_takes_the_epoch_the_gateway_grants(procs, tmp_path):
+    # raise_epoch: the target opens VOL@+FLOOR, the gateway raises the stored
+    # epoch to max(stored + 1, FLOOR) in one step, and the LUN keeps what was
+    # granted (so a stale floor never yields a fenced, read-only export).
+    from tcluster import Verifier
+    gw, tgt = cluster(procs, tmp_path, volumes=("vol1", "vol2"))
+    assert http("POST", gw.admin + "/v1/volumes/vol1/fence", {"epoch": 5}, token=TOKEN)[0] == 200
+    iqn = f"{IQN_PREFIX}:raise"
+    tgt.create_target(iqn, open=True)
+    lun = tgt.add_lun(iqn, "vol1", [gw], epoch=2, raise_epoch=True)
+    assert lun["epoch"] == 6 and lun["epoch_raised"] is True, lun
+    assert gw.volume("vol1")["epoch"] == 6
+    lun2 = tgt.add_lun(iqn, "vol2", [gw], epoch=10, raise_epoch=True)
+    assert lun2["epoch"] == 10 and gw.volume("vol2")["epoch"] == 10
+    assert [l["epoch"] for l in tgt.call("GET", f"/v1/targets/{iqn}")[1]["luns"]] == [6, 10]
+    assert tgt.status("vol1")["epoch"] == "6"
+    # Writable at the granted epoch (not a fenced export), through real iSCSI.
+    v = Verifier(procs, str(tmp_path), tgt.url(iqn, lun["lun"]), threads=1, blocks=64)
+    res = v.result()
+    assert res["errors"] == 0 and res["mismatches"] == 0 and res["writes"] > 0, res
+    # A malformed flag is refused and changes nothing.
+    st, body = tgt.call("POST", f"/v1/targets/{iqn}/luns", {"volume": "vol2", "gateways": [gw.nbd],
+                                                             "raise_epoch": "yes"})
+    assert st == 400, body
+    assert gw.volume("vol2")["epoch"] == 10
