@@ -503,6 +503,17 @@ Status Backend::RaiseEpoch(const db::VolumeRow& v, int64_t at_least, int64_t* ou
   return Status::Ok();
 }
 
+Status Backend::CheckJoinedAtCurrentEpoch(const db::VolumeRow& v, int64_t joined) {
+  auto gw = GatewayFor(v);
+  if (!gw.ok()) return gw.status();
+  auto info = peers_->GwGetVolume(gw->admin, v.name);
+  if (!info.ok()) return info.status();
+  if (info->epoch > joined)
+    return Status::Conflict("volume " + v.name + " is at epoch " + std::to_string(info->epoch) +
+                            " at the gateway; the LUN joined at " + std::to_string(joined) + " and would be fenced");
+  return Status::Ok();
+}
+
 Result<LunPlacement> Backend::AddLun(const std::string& volume, const std::string& tgt_ip, const std::string& iqn) {
   FERRY_RETURN_IF_ERROR(ValidateName("volume", volume));
   if (!tgt_ip.empty() && !IsIp(tgt_ip)) return Status::InvalidArgument("tgt must be an IP address: " + tgt_ip);
@@ -609,11 +620,12 @@ Result<LunPlacement> Backend::AddLunLocked(const db::VolumeRow& v, const db::Tar
       for (auto& d : dead) dead_epoch = std::max(dead_epoch, d.epoch);
       FERRY_RETURN_IF_ERROR(RaiseEpoch(v, dead_epoch, &epoch));
     } else {
-      auto p = GatewayFor(v);
-      if (!p.ok()) return p.status();
-      auto info = peers_->GwGetVolume(p->admin, v.name);
-      if (!info.ok()) return info.status();
-      epoch = std::max(info->epoch, v.epoch) + 1;
+      // A new export: the gateway raises the volume's epoch above the one it
+      // holds (and at least one above the map's) as the target opens it,
+      // fencing any older writer in the same step; the target answers with
+      // the epoch granted. (No separate round trip to read the epoch first.)
+      epoch = v.epoch + 1;
+      spec.raise_epoch = true;
     }
     spec.epoch = epoch;
     spec.switchable = true;
@@ -656,6 +668,18 @@ Result<LunPlacement> Backend::AddLunLocked(const db::VolumeRow& v, const db::Tar
     }
   }
   Crash("add_lun.after_target");
+  if (added.ok() && spec.raise_epoch && !added->epoch_raised) {
+    // A target older than raise_epoch joined at the floor instead: right if
+    // the store held less, a fenced export if it held more. Check; refuse the
+    // latter (undoing the LUN) rather than hand out a volume that cannot write.
+    Status s = CheckJoinedAtCurrentEpoch(v, added->epoch > 0 ? added->epoch : epoch);
+    if (!s.ok()) {
+      (void)peers_->TgtDeleteLun(t.admin, iqn, added->lun > 0 ? added->lun : lun_id);
+      if (added->target_created) created = true;
+      added = Status(s.code(), "target " + t.ip + " does not support raise_epoch (upgrade targets before the "
+                                  "backend): " + s.message());
+    }
+  }
   if (!added.ok()) {
     if (created) (void)peers_->TgtDeleteTarget(t.admin, iqn);
     (void)log_->Commit(Event{"lun.removed", {{"volume", v.name}, {"target", t.ip}}});
@@ -671,6 +695,8 @@ Result<LunPlacement> Backend::AddLunLocked(const db::VolumeRow& v, const db::Tar
   if (added->epoch > 0) ready.Set("epoch", added->epoch);
   if (!added->current.empty()) ready.Set("gateway", added->current);
   std::vector<Event> done = {ready};
+  if (added->epoch > epoch)  // the gateway granted more than the floor: the map follows
+    done.push_back(Event{"volume.epoch", {{"name", v.name}, {"epoch", std::to_string(added->epoch)}}});
   if (partner) {
     Status s = peers_->TgtSwitchable(partner->admin, v.name, false);
     if (!s.ok()) logger_.Warn("switchable=0 on " + partner->ip + " failed: " + s.ToString());

@@ -231,6 +231,9 @@ class Backend {
   Result<db::VolumeRow> LoadVolume(const std::string& name);
   // access: ACL/CHAP for the iSCSI target when this call creates it
   // (*created_target tells whether it did).
+  // After an old target ignored raise_epoch and joined at `joined`: kConflict
+  // when the gateway's epoch is higher (the export would be fenced).
+  Status CheckJoinedAtCurrentEpoch(const db::VolumeRow& v, int64_t joined);
   Result<LunPlacement> AddLunLocked(const db::VolumeRow& v, const db::TargetRow& t, const std::string& iqn,
                                     const TargetAccess& access, bool* created_target);
   Status DelLunLocked(const db::VolumeRow& v, const db::LunRow& row);

@@ -175,6 +175,7 @@ Result<LunInfo> HttpPeerApi::TgtAddLun(const std::string& admin, const std::stri
   b->set("preferred", s.preferred);
   if (!s.current.empty()) b->set("current", s.current);
   if (s.epoch) b->set("epoch", *s.epoch);
+  if (s.raise_epoch) b->set("raise_epoch", true);
   if (s.switchable) b->set("switchable", *s.switchable);
   if (s.create_target) b->set("target", TargetAccessJson(*s.create_target));
   auto r = Call("POST", admin, "/v1/targets/" + Enc(iqn) + "/luns", Render(b));
@@ -184,6 +185,7 @@ Result<LunInfo> HttpPeerApi::TgtAddLun(const std::string& admin, const std::stri
   LunInfo info{IntOr(*o, "lun", s.lun), IntOr(*o, "size"), IntOr(*o, "epoch"), StrOr(*o, "current")};
   info.tid = IntOr(*o, "tid");
   info.target_created = (*o)->has("target_created") && (*o)->getValue<bool>("target_created");
+  info.epoch_raised = (*o)->has("epoch_raised") && (*o)->getValue<bool>("epoch_raised");
   return info;
 }
 

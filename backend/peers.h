@@ -46,6 +46,9 @@ struct LunSpec {
   std::string preferred;
   std::string current;                // "" = target picks (preferred)
   std::optional<int64_t> epoch;
+  // Open at a new epoch above the store's, at least `epoch`, which the
+  // gateway grants (fences every older writer); LunInfo::epoch says which.
+  bool raise_epoch = false;
   std::optional<bool> switchable;
   // Create the target (with this access) in the same change when it is missing.
   std::optional<TargetAccess> create_target;
@@ -58,6 +61,7 @@ struct LunInfo {
   std::string current;
   int64_t tid = 0;              // 0 when the target did not say
   bool target_created = false;
+  bool epoch_raised = false;    // the target honoured raise_epoch (older ones ignore it)
 };
 
 

@@ -170,12 +170,36 @@ TEST_F(BackendTest, AddLunStartsAtNextEpochAndIsIdempotent) {
   EXPECT_EQ(p->epoch, 5);
   EXPECT_EQ(Lun("vol", "127.0.0.2").state, "ready");
   EXPECT_EQ((*db_->GetVolume("vol"))->epoch, 5);
+  // The epoch came from the target's open (raise_epoch), not from a separate gateway call.
+  EXPECT_EQ(peers_.Count("gw.get"), 0);
+  EXPECT_TRUE(peers_.FindLun("127.0.0.2:8890", "vol")->spec.raise_epoch);
   auto again = be_->AddLun("vol", "127.0.0.2", "");
   ASSERT_TRUE(again.ok());
   EXPECT_EQ(peers_.Count("tgt.addlun"), 1);
   EXPECT_EQ(be_->AddLun("vol", "127.0.0.9", "").status().code(), Status::Code::kNotFound);
   Offline("127.0.0.3");
   EXPECT_EQ(be_->AddLun("vol", "127.0.0.3", "").status().code(), Status::Code::kUnavailable);
+}
+
+TEST_F(BackendTest, AnOldTargetThatIgnoresRaiseEpochNeverGetsAFencedLun) {
+  // A target older than raise_epoch joins at the floor (the map's epoch + 1).
+  // Where the gateway holds a newer epoch that LUN could not write: refused and undone.
+  Cluster();
+  peers_.targets_know_raise = false;
+  ASSERT_TRUE(be_->CreateVolume("ahead", kGiB, "", "").ok());
+  ASSERT_TRUE(be_->CreateVolume("even", kGiB, "", "").ok());
+  peers_.vols["ahead"].epoch = 4;  // raised by a target's switch the map has not heard of
+  auto p = be_->AddLun("ahead", "127.0.0.2", "");
+  ASSERT_EQ(p.status().code(), Status::Code::kConflict) << p.status().ToString();
+  EXPECT_NE(p.status().message().find("does not support raise_epoch"), std::string::npos);
+  EXPECT_TRUE(db_->LunsOfVolume("ahead")->empty());
+  EXPECT_EQ(peers_.FindLun("127.0.0.2:8890", "ahead"), nullptr);
+  EXPECT_TRUE(peers_.tgts["127.0.0.2:8890"].tids.empty());  // the target made for it is gone too
+  // In step with the map, the floor is the right epoch: served.
+  auto q = be_->AddLun("even", "127.0.0.2", "");
+  ASSERT_TRUE(q.ok()) << q.status().ToString();
+  EXPECT_EQ(q->epoch, 1);
+  EXPECT_EQ(Lun("even", "127.0.0.2").state, "ready");
 }
 
 TEST_F(BackendTest, TargetFailureUndoesTheLun) {

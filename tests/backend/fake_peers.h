@@ -31,6 +31,7 @@ class FakePeers : public PeerApi {
   };
   std::mutex mu;
   std::map<std::string, VolInfo> vols;   // shared store: every gateway sees the same
+  bool targets_know_raise = true;        // false: targets that predate raise_epoch (ignore it, join at the floor)
   std::map<std::string, Tgt> tgts;       // admin -> target
   std::vector<std::string> calls;        // "op admin arg"
   std::set<std::string> down;            // admins that are unreachable
@@ -184,12 +185,17 @@ class FakePeers : public PeerApi {
     l.spec = s;
     l.switchable = s.switchable.value_or(true);
     l.current = s.current.empty() ? s.preferred : s.current;
-    l.epoch = s.epoch.value_or(vols[s.volume].epoch + 1);
+    const bool raise = s.raise_epoch && targets_know_raise;
+    if (raise)  // the gateway grants max(stored + 1, floor)
+      l.epoch = std::max(vols[s.volume].epoch + 1, s.epoch.value_or(1));
+    else
+      l.epoch = s.epoch.value_or(vols[s.volume].epoch + 1);
     vols[s.volume].epoch = std::max(vols[s.volume].epoch, l.epoch);  // the store learns the epoch
     t.luns[iqn][s.lun] = l;
     LunInfo info{s.lun, vols[s.volume].size, l.epoch, l.current};
     info.tid = t.tids[iqn];
     info.target_created = created;
+    info.epoch_raised = raise;
     return info;
   }
   Status TgtDeleteLun(const std::string& a, const std::string& iqn, int64_t lun) override {
