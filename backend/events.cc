@@ -1,6 +1,7 @@
 #include "backend/events.h"
 
 #include "backend/json.h"
+#include "target/common/http_server.h"
 
 namespace ferry::backend {
 
@@ -14,9 +15,17 @@ int64_t Event::GetInt(const std::string& k) const {
 }
 
 std::string Event::PayloadJson() const {
-  JObj o = NewObj();
-  for (const auto& [k, v] : fields) o->set(k, v);
-  return Render(o);
+  // A flat object of strings, written directly: every change appends one,
+  // and Poco's Object + stringify was 7 % of the backend's add_lun CPU.
+  std::string out = "{";
+  for (const auto& [k, v] : fields) {
+    if (out.size() > 1) out += ',';
+    out += JsonEscape(k);
+    out += ':';
+    out += JsonEscape(v);
+  }
+  out += '}';
+  return out;
 }
 
 Result<Event> Event::FromJson(const std::string& type, const std::string& payload) {

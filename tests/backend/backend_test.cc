@@ -755,5 +755,19 @@ TEST_F(BackendTest, ConcurrentOperationsOnDifferentVolumes) {
   EXPECT_TRUE(db_->ListLuns()->empty());
 }
 
+TEST(EventTest, PayloadIsJsonThatRoundTripsEveryCharacter) {
+  Event e{"x", {}};
+  e.Set("plain", "vol-1").Set("quote", "a\"b").Set("slash", "a\\b/c").Set("ctl", std::string("\n\t\r\x01\x1f", 5))
+      .Set("utf8", "\xc3\xa9t\xc3\xa9").Set("num", int64_t{-42}).Set("empty", "");
+  const std::string j = e.PayloadJson();
+  EXPECT_EQ(j.front(), '{');
+  EXPECT_EQ(j.back(), '}');
+  EXPECT_EQ(j.find('\n'), std::string::npos);
+  auto back = Event::FromJson("x", j);
+  ASSERT_TRUE(back.ok()) << back.status().ToString() << " in " << j;
+  EXPECT_EQ(back->fields, e.fields);
+  EXPECT_EQ(Event{}.PayloadJson(), "{}");
+}
+
 }  // namespace
 }  // namespace ferry::backend
