@@ -284,30 +284,90 @@ Status Database::Migrate(int to) {
 }
 
 Status Database::Write(const std::function<Status(Txn&)>& fn) {
+  if (writer_.load(std::memory_order_acquire) == std::this_thread::get_id())
+    return Status::Internal("nested Database::Write");
+  PendingWrite me{&fn, Status::Ok(), false};
+  std::unique_lock<std::mutex> q(wq_mu_);
+  wq_.push_back(&me);
+  wq_cv_.wait(q, [&] { return me.done || !leading_; });
+  if (me.done) return me.status;  // a leader ran it
+  // Lead: run everything queued so far (this call included) in one transaction.
+  leading_ = true;
+  std::vector<PendingWrite*> batch;
+  batch.swap(wq_);
+  q.unlock();
+  RunWrites(batch);
+  q.lock();
+  leading_ = false;
+  for (auto* p : batch) p->done = true;
+  q.unlock();
+  wq_cv_.notify_all();
+  return me.status;
+}
+
+void Database::RunWrites(const std::vector<PendingWrite*>& batch) {
   std::lock_guard<std::recursive_mutex> lk(mu_);
-  if (in_txn_) return Status::Internal("nested Database::Write");
-  FERRY_RETURN_IF_ERROR(ExecCached("BEGIN IMMEDIATE"));
+  writer_.store(std::this_thread::get_id(), std::memory_order_release);
+  struct ClearWriter {
+    std::atomic<std::thread::id>* w;
+    ~ClearWriter() { w->store(std::thread::id(), std::memory_order_release); }
+  } clear{&writer_};
+  auto fail_all = [&](const Status& s) {
+    for (auto* p : batch)
+      if (p->status.ok()) p->status = s;
+  };
+  Status b = ExecCached("BEGIN IMMEDIATE");
+  if (!b.ok()) return fail_all(b);
+  const bool grouped = batch.size() > 1;
+  bool any_ok = false;
   in_txn_ = true;
-  Txn t(this);
-  Status s;
-  try {
-    s = fn(t);
-  } catch (const std::exception& e) {
-    s = Status::Internal(std::string("exception in transaction: ") + e.what());
+  for (auto* p : batch) {
+    if (grouped) {
+      Status sp = ExecCached("SAVEPOINT w");
+      if (!sp.ok()) {
+        p->status = sp;
+        continue;
+      }
+    }
+    Txn t(this);
+    Status s;
+    try {
+      s = (*p->fn)(t);
+    } catch (const std::exception& e) {
+      s = Status::Internal(std::string("exception in transaction: ") + e.what());
+    }
+    if (sqlite3_get_autocommit(db_)) {
+      // SQLite ended the whole transaction itself (I/O error, disk full):
+      // every change of this batch is gone, including the ones that succeeded.
+      in_txn_ = false;
+      if (s.ok()) s = Status::IoError("sqlite rolled the transaction back");
+      p->status = s;
+      return fail_all(Status(s.code(), "transaction rolled back with a concurrent write: " + s.message()));
+    }
+    if (grouped) {
+      if (!s.ok()) (void)ExecCached("ROLLBACK TO w");
+      Status rel = ExecCached("RELEASE w");
+      if (s.ok() && !rel.ok()) {
+        (void)ExecCached("ROLLBACK TO w");
+        (void)ExecCached("RELEASE w");
+        s = rel;
+      }
+    }
+    p->status = s;
+    any_ok = any_ok || s.ok();
   }
   in_txn_ = false;
-  if (!s.ok()) {
+  if (!any_ok) {
     (void)ExecCached("ROLLBACK");
-    return s;
+    return;
   }
   Status c = ExecCached("COMMIT");
   if (!c.ok()) {
     (void)ExecCached("ROLLBACK");
-    return c;
+    return fail_all(c);
   }
-  // Still under mu_: the bump is visible before this call returns.
+  // Still before any of these Writes returns: the bump is visible to them.
   generation_.fetch_add(1, std::memory_order_acq_rel);
-  return c;
 }
 
 // ---- Txn ----
@@ -655,9 +715,15 @@ Result<int64_t> Database::PruneEvents(int64_t keep, bool only_sent, int64_t max_
   // `sent >= 1` keeps undelivered events; `sent >= 0` is every event.
   const int64_t min_sent = only_sent ? 1 : 0;
   int64_t oldest = 0;
-  FERRY_QUERY("SELECT seq FROM events WHERE seq <= (SELECT MAX(seq) FROM events) - ? AND sent >= ? "
-              "ORDER BY seq LIMIT 1",
-              (std::vector<Arg>{keep, min_sent}), oldest = ColI(st, 0));
+  // The read's lock is released before Write: a Write may wait for another
+  // thread's group commit, which needs the connection.
+  Status q = [&]() -> Status {
+    FERRY_QUERY("SELECT seq FROM events WHERE seq <= (SELECT MAX(seq) FROM events) - ? AND sent >= ? "
+                "ORDER BY seq LIMIT 1",
+                (std::vector<Arg>{keep, min_sent}), oldest = ColI(st, 0));
+    return Status::Ok();
+  }();
+  if (!q.ok()) return q;
   if (oldest == 0) return int64_t{0};
   int64_t gone = 0;
   Status s = Write([&](Txn& t) -> Status {

@@ -16,6 +16,7 @@
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -23,6 +24,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 #include <variant>
 #include <vector>
 
@@ -178,7 +180,11 @@ class Database {
   bool foreign_keys();
 
   // One transaction (BEGIN IMMEDIATE). fn's non-ok Status rolls everything back
-  // and is returned.
+  // and is returned. Group commit: Writes that arrive while another one
+  // commits are run together in the next transaction, each in a SAVEPOINT of
+  // its own (one fn's failure undoes only its changes), and all return after
+  // the one COMMIT (if that fails, none of them changed anything). Calling
+  // Write from inside fn is an error (kInternal), as before.
   Status Write(const std::function<Status(Txn&)>& fn);
 
   Result<std::optional<VolumeRow>> GetVolume(const std::string& name);
@@ -243,6 +249,19 @@ class Database {
   std::map<const char*, sqlite3_stmt*> cache_;
   bool in_txn_ = false;
   std::atomic<uint64_t> generation_{0};
+
+  // Group commit (Write): callers queue; one leader at a time runs the queue.
+  struct PendingWrite {
+    const std::function<Status(Txn&)>* fn;
+    Status status;
+    bool done = false;
+  };
+  void RunWrites(const std::vector<PendingWrite*>& batch);
+  std::mutex wq_mu_;
+  std::condition_variable wq_cv_;
+  std::vector<PendingWrite*> wq_;
+  bool leading_ = false;
+  std::atomic<std::thread::id> writer_{};  // the leader's thread while it runs a batch
 };
 
 }  // namespace ferry::db

@@ -5,9 +5,12 @@
 #include <sqlite3.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <functional>
+#include <stdexcept>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -111,6 +114,70 @@ TEST_F(DbTest, ForeignKeysProtectTheMap) {
                   return t.DeleteVolume("v1");
                 }).ok());
   EXPECT_TRUE(db->ListSnapshots("v1")->empty());
+}
+
+TEST_F(DbTest, ConcurrentWritesShareCommitsAndFailOneByOne) {
+  // One writer holds the transaction (slow fn) while 12 more queue: they run
+  // together in the next transaction, each in its own savepoint. The failing
+  // ones leave nothing behind, the others all land, and they cost fewer
+  // commits than writes (the generation grows once per commit).
+  auto db = OpenOk();
+  const uint64_t g0 = db->generation();
+  std::atomic<bool> inside{false};
+  std::thread slow([&] {
+    EXPECT_TRUE(db->Write([&](Txn& t) {
+      inside = true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(300));
+      return t.PutVolume(Vol("slow"));
+    }).ok());
+  });
+  while (!inside) std::this_thread::yield();
+  std::vector<std::thread> ts;
+  std::vector<Status> got(12);
+  for (int i = 0; i < 12; ++i)
+    ts.emplace_back([&, i] {
+      got[i] = db->Write([i](Txn& t) -> Status {
+        FERRY_RETURN_IF_ERROR(t.PutVolume(Vol("v" + std::to_string(i))));
+        FERRY_RETURN_IF_ERROR(t.AppendEvent(0, "put", "{}", 0).status());
+        if (i % 3 == 0) return Status::Conflict("fn " + std::to_string(i) + " refuses");  // after writing
+        if (i == 4) throw std::runtime_error("fn 4 throws");
+        return Status::Ok();
+      });
+    });
+  for (auto& t : ts) t.join();
+  slow.join();
+  int ok = 0;
+  for (int i = 0; i < 12; ++i) {
+    bool present = (*db->GetVolume("v" + std::to_string(i))).has_value();
+    if (i % 3 == 0) {
+      EXPECT_EQ(got[i].code(), Status::Code::kConflict) << i;
+      EXPECT_FALSE(present) << i;
+    } else if (i == 4) {
+      EXPECT_EQ(got[i].code(), Status::Code::kInternal) << i;
+      EXPECT_FALSE(present) << i;
+    } else {
+      EXPECT_TRUE(got[i].ok()) << i << ": " << got[i].ToString();
+      EXPECT_TRUE(present) << i;
+      ++ok;
+    }
+  }
+  EXPECT_EQ(ok, 7);
+  EXPECT_TRUE((*db->GetVolume("slow")).has_value());
+  auto ev = db->EventsAfter(0, 100);
+  ASSERT_TRUE(ev.ok());
+  EXPECT_EQ(ev->size(), 7u);  // the refused writes' events went with them
+  const uint64_t commits = db->generation() - g0;
+  EXPECT_GE(commits, 2u);
+  EXPECT_LT(commits, 8u);  // 8 successful writes, fewer commits: they were grouped
+  // A Write from inside a Write is refused, and the outer one still commits.
+  Status inner;
+  ASSERT_TRUE(db->Write([&](Txn& t) {
+    inner = db->Write([](Txn& t2) { return t2.PutVolume(Vol("inner")); });
+    return t.PutVolume(Vol("outer"));
+  }).ok());
+  EXPECT_EQ(inner.code(), Status::Code::kInternal);
+  EXPECT_TRUE((*db->GetVolume("outer")).has_value());
+  EXPECT_FALSE((*db->GetVolume("inner")).has_value());
 }
 
 TEST_F(DbTest, MissingRowIsNotFound) {
