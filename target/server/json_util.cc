@@ -154,7 +154,12 @@ JsonWriter& JsonWriter::Key(std::string_view k) {
 JsonWriter& JsonWriter::String(std::string_view v) {
   Comma();
   out_ += '"';
-  for (unsigned char c : v) {
+  size_t plain = 0;  // start of the run of characters that need no escape
+  for (size_t i = 0; i < v.size(); ++i) {
+    const unsigned char c = static_cast<unsigned char>(v[i]);
+    if (c >= 0x20 && c != '"' && c != '\\') continue;
+    out_.append(v.data() + plain, i - plain);
+    plain = i + 1;
     switch (c) {
       case '"': out_ += "\\\""; break;
       case '\\': out_ += "\\\\"; break;
@@ -162,15 +167,12 @@ JsonWriter& JsonWriter::String(std::string_view v) {
       case '\r': out_ += "\\r"; break;
       case '\t': out_ += "\\t"; break;
       default:
-        if (c < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof buf, "\\u%04x", c);
-          out_ += buf;
-        } else {
-          out_ += static_cast<char>(c);
-        }
+        char buf[8];
+        std::snprintf(buf, sizeof buf, "\\u%04x", c);
+        out_ += buf;
     }
   }
+  out_.append(v.data() + plain, v.size() - plain);
   out_ += '"';
   return *this;
 }

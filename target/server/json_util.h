@@ -56,6 +56,7 @@ class JsonWriter {
   JsonWriter& Field(std::string_view k, uint32_t v) { return Key(k).Uint(v); }
   JsonWriter& Field(std::string_view k, int v) { return Key(k).Int(v); }
   JsonWriter& Field(std::string_view k, const std::vector<std::string>& v) { return Key(k).StringArray(v); }
+  void Reserve(size_t bytes) { out_.reserve(bytes); }
   const std::string& str() const { return out_; }
   std::string Take() { return std::move(out_); }
 
