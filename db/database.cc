@@ -320,7 +320,6 @@ void Database::RunWrites(const std::vector<PendingWrite*>& batch) {
   if (!b.ok()) return fail_all(b);
   const bool grouped = batch.size() > 1;
   bool any_ok = false;
-  in_txn_ = true;
   for (auto* p : batch) {
     if (grouped) {
       Status sp = ExecCached("SAVEPOINT w");
@@ -339,7 +338,6 @@ void Database::RunWrites(const std::vector<PendingWrite*>& batch) {
     if (sqlite3_get_autocommit(db_)) {
       // SQLite ended the whole transaction itself (I/O error, disk full):
       // every change of this batch is gone, including the ones that succeeded.
-      in_txn_ = false;
       if (s.ok()) s = Status::IoError("sqlite rolled the transaction back");
       p->status = s;
       return fail_all(Status(s.code(), "transaction rolled back with a concurrent write: " + s.message()));
@@ -356,7 +354,6 @@ void Database::RunWrites(const std::vector<PendingWrite*>& batch) {
     p->status = s;
     any_ok = any_ok || s.ok();
   }
-  in_txn_ = false;
   if (!any_ok) {
     (void)ExecCached("ROLLBACK");
     return;

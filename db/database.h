@@ -247,7 +247,6 @@ class Database {
   sqlite3* db_ = nullptr;
   std::recursive_mutex mu_;
   std::map<const char*, sqlite3_stmt*> cache_;
-  bool in_txn_ = false;
   std::atomic<uint64_t> generation_{0};
 
   // Group commit (Write): callers queue; one leader at a time runs the queue.
