@@ -161,8 +161,9 @@ class GatewayBlockDevice::Impl {
       if (!c.ok()) {
         std::lock_guard<std::mutex> l(mu_);
         start_error_ = "gateway " + current_ + ": " + c.status().message();
-        return Status(c.status().code(), "volume " + cfg_.volume + ": cannot open it at a new epoch on " +
-                                             start_error_);
+        // Unavailable whatever the cause (as a join that finds no gateway):
+        // the backend reads other codes of an add as answers about the target.
+        return Status::Unavailable("volume " + cfg_.volume + ": cannot open it at a new epoch on " + start_error_);
       }
     }
     if (c.ok()) {

@@ -289,6 +289,11 @@ def test_add_lun_raise_epoch_takes_the_epoch_the_gateway_grants(procs, tmp_path)
     v = Verifier(procs, str(tmp_path), tgt.url(iqn, lun["lun"]), threads=1, blocks=64)
     res = v.result()
     assert res["errors"] == 0 and res["mismatches"] == 0 and res["writes"] > 0, res
+    # A volume the gateway does not have: 503 with the reason, nothing added.
+    st, body = tgt.call("POST", f"/v1/targets/{iqn}/luns", {"volume": "ghost", "gateways": [gw.nbd],
+                                                             "epoch": 1, "raise_epoch": True})
+    assert st == 503 and "cannot open it at a new epoch" in body["error"], body
+    assert len(tgt.call("GET", f"/v1/targets/{iqn}")[1]["luns"]) == 2
     # A malformed flag is refused and changes nothing.
     st, body = tgt.call("POST", f"/v1/targets/{iqn}/luns", {"volume": "vol2", "gateways": [gw.nbd],
                                                              "raise_epoch": "yes"})
