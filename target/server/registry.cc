@@ -396,14 +396,25 @@ Result<LunSpec> Registry::AddLun(const std::string& iqn, const LunRequest& req, 
       if (n > kMaxLun) return Status::Conflict("no free lun in " + iqn);
       spec.lun = n;
     }
+    if (req.raise_epoch) {
+      // A raise fences every other writer of the volume: never one this
+      // process serves (under any target), nor a second raise racing this one.
+      for (const auto& [other_iqn, ot] : state_.targets)
+        for (const auto& [n, other] : ot.luns)
+          if (other.volume == spec.volume)
+            return Status::Conflict("volume " + spec.volume + " is served here as lun " + std::to_string(n) + " of " +
+                                    other_iqn + ": a new epoch would fence it");
+      if (!raising_.insert(spec.volume).second)
+        return Status::Conflict("volume " + spec.volume + " is being added at a new epoch already");
+    }
     pending_luns_.insert({iqn, spec.lun});
   }
-  // Connect to the gateway outside every lock: other LUNs, logins and admin calls go on.
+  // The number (and a raise) stay reserved until the LUN is in the state (or refused).
   uint32_t lun = spec.lun;
+  LunReservation unreserve{this, {iqn, lun}, req.raise_epoch ? spec.volume : std::string()};
+  // Connect to the gateway outside every lock: other LUNs, logins and admin calls go on.
   auto opened = factory_->Open(spec, req.raise_epoch ? OpenMode::kRaise : OpenMode::kJoin,
                                [this, iqn, lun](const VolumeChange& c) { OnVolumeChange(iqn, lun, c); });
-  // The number stays reserved until the LUN is in the state (or refused).
-  LunReservation unreserve{this, {iqn, lun}};
   if (!opened.ok()) return opened.status();
   std::shared_ptr<Volume> vol = opened.value();
   spec.size = vol->size();
@@ -488,7 +499,7 @@ Status Registry::RemoveLun(const std::string& iqn, uint32_t lun) {
       return Status::NotFound("no lun " + std::to_string(lun) + " in " + iqn + " (being added or removed)");
     pending_luns_.insert({iqn, lun});
   }
-  LunReservation unreserve{this, {iqn, lun}};
+  LunReservation unreserve{this, {iqn, lun}, std::string()};
   std::shared_ptr<Volume> vol;
   std::shared_ptr<scsi::Target> scsi;
   Status st = Mutate(

@@ -164,12 +164,15 @@ class Registry : public iscsi::TargetDirectory {
   // LUN numbers being opened or removed (not to be handed out), under admin_mu_.
   std::set<std::pair<std::string, uint32_t>> pending_luns_;
   // Releases a pending_luns_ entry when the add/remove call that reserved it ends.
+  std::set<std::string> raising_;  // volumes being added with raise_epoch (admin_mu_)
   struct LunReservation {
     Registry* r;
     std::pair<std::string, uint32_t> key;
+    std::string raising;  // also releases this raising_ entry when not empty
     ~LunReservation() {
       std::lock_guard<std::mutex> al(r->admin_mu_);
       r->pending_luns_.erase(key);
+      if (!raising.empty()) r->raising_.erase(raising);
     }
   };
   std::mutex queue_mu_;             // guards writers_

@@ -265,6 +265,33 @@ TEST_F(RegistryTest, RaiseEpochKeepsTheEpochTheGatewayGrantedAndRestoresAtIt) {
   EXPECT_EQ(f2.Opens()[0].first.epoch, 12u);
 }
 
+TEST_F(RegistryTest, RaiseEpochNeverFencesAVolumeThisTargetServesOrRacesAnotherRaise) {
+  const std::string kOther = "iqn.2026-11.io.ferry:other";
+  MakeTarget();
+  MakeTarget(kOther);
+  ASSERT_TRUE(reg_->AddLun(kIqn, Req("v1")).ok());
+  LunRequest r = Req("v1");
+  r.raise_epoch = true;
+  auto again = reg_->AddLun(kOther, r);
+  EXPECT_EQ(again.status().code(), Status::Code::kConflict);
+  EXPECT_NE(again.status().message().find("would fence it"), std::string::npos) << again.status().ToString();
+  EXPECT_EQ(factory_.Opens().size(), 1u);  // refused before any gateway was asked
+  // Two raises of one volume at once: the second is refused while the first opens.
+  factory_.Gate("v2");
+  LunRequest r2 = Req("v2");
+  r2.raise_epoch = true;
+  auto first = std::async(std::launch::async, [&] { return reg_->AddLun(kIqn, r2); });
+  ASSERT_TRUE(factory_.WaitForWaiter(std::chrono::seconds(10)));
+  EXPECT_EQ(reg_->AddLun(kOther, r2).status().code(), Status::Code::kConflict);
+  factory_.Release("v2");
+  ASSERT_TRUE(first.get().ok());
+  // Once it is in, the volume is served here: a raise elsewhere on this target is refused.
+  EXPECT_EQ(reg_->AddLun(kOther, r2).status().code(), Status::Code::kConflict);
+  // A refused or failed raise releases the volume: after the LUN goes, a raise works.
+  ASSERT_TRUE(reg_->RemoveLun(kIqn, 2).ok());
+  EXPECT_TRUE(reg_->AddLun(kOther, r2).ok());
+}
+
 TEST_F(RegistryTest, LiveMigrationJoinKeepsEpochAndCurrent) {
   MakeTarget();
   LunRequest r = Req("v1");
