@@ -514,6 +514,43 @@ Status Backend::CheckJoinedAtCurrentEpoch(const db::VolumeRow& v, int64_t joined
   return Status::Ok();
 }
 
+Result<LunSpec> Backend::RestoreSpec(const db::VolumeRow& v, const db::LunRow& r,
+                                     const std::vector<db::LunRow>& luns_of_volume) {
+  LunSpec spec;
+  spec.volume = v.name;
+  spec.lun = r.lun;
+  spec.preferred = r.gateway;
+  spec.gateways = {r.gateway};
+  auto gws = OnlineGateways();
+  if (gws.ok())
+    for (auto& g : *gws)
+      if (g.addr != r.gateway) spec.gateways.push_back(g.addr);
+  spec.switchable = r.switchable;
+  // Another live LUN of the volume (a live migration): join it where it is,
+  // as add_lun does. Otherwise a new epoch: switches may have raised the
+  // store's since the map's, and a LUN joined below it could not write.
+  for (const auto& o : luns_of_volume) {
+    if (o.target == r.target || o.state != "ready") continue;
+    auto ot = db_->GetTarget(o.target);
+    if (!ot.ok() || !ot->has_value() || !(*ot)->online) continue;
+    int64_t epoch = o.epoch;
+    std::string current = o.gateway;
+    auto st = peers_->TgtStatus((*ot)->admin);
+    if (st.ok())
+      for (auto& row : *st)
+        if (row.volume == v.name) {
+          if (!row.current.empty()) current = row.current;
+          if (row.epoch > 0) epoch = row.epoch;
+        }
+    spec.current = current;
+    spec.epoch = epoch;
+    return spec;
+  }
+  spec.epoch = std::max(r.epoch, v.epoch) + 1;
+  spec.raise_epoch = true;
+  return spec;
+}
+
 Result<LunPlacement> Backend::AddLun(const std::string& volume, const std::string& tgt_ip, const std::string& iqn) {
   FERRY_RETURN_IF_ERROR(ValidateName("volume", volume));
   if (!tgt_ip.empty() && !IsIp(tgt_ip)) return Status::InvalidArgument("tgt must be an IP address: " + tgt_ip);
@@ -1460,16 +1497,28 @@ ReconcileReport Backend::Reconcile() {
         auto access = AccessFor(vol, t.ip, r.iqn, "");
         if (!access.ok()) { ++rep.skipped; continue; }
         (void)peers_->TgtCreateTarget(t.admin, r.iqn, *access);
-        LunSpec spec;
-        spec.volume = vol;
-        spec.lun = r.lun;
-        spec.preferred = r.gateway;
-        spec.gateways = {r.gateway};
-        spec.epoch = r.epoch;
-        spec.switchable = r.switchable;
-        auto a = peers_->TgtAddLun(t.admin, r.iqn, spec);
-        if (a.ok()) { ++rep.fixed; note("lun " + vol + "@" + t.ip + ": missing at the target; re-added"); }
-        else ++rep.skipped;
+        auto spec = RestoreSpec(**vr, r, *now_rows);
+        if (!spec.ok()) { ++rep.skipped; continue; }
+        auto a = peers_->TgtAddLun(t.admin, r.iqn, *spec);
+        if (a.ok() && spec->raise_epoch && !a->epoch_raised &&
+            !CheckJoinedAtCurrentEpoch(**vr, a->epoch > 0 ? a->epoch : *spec->epoch).ok()) {
+          (void)peers_->TgtDeleteLun(t.admin, r.iqn, a->lun > 0 ? a->lun : r.lun);
+          a = Status::Conflict("target does not support raise_epoch");
+        }
+        if (!a.ok()) { ++rep.skipped; continue; }
+        // The map follows what the target serves now (a new epoch, all gateways).
+        Event e{"lun.put", {}};
+        e.Set("volume", vol).Set("target", t.ip).Set("iqn", r.iqn).Set("tid", r.tid)
+            .Set("lun", a->lun > 0 ? a->lun : r.lun).Set("switchable", r.switchable)
+            .Set("gateway", a->current.empty() ? r.gateway : a->current).Set("state", "ready")
+            .Set("epoch", a->epoch > 0 ? a->epoch : *spec->epoch);
+        std::vector<Event> es = {e};
+        if (a->epoch > (*vr)->epoch)
+          es.push_back(Event{"volume.epoch", {{"name", vol}, {"epoch", std::to_string(a->epoch)}}});
+        (void)log_->CommitAll(es);
+        ++rep.fixed;
+        note("lun " + vol + "@" + t.ip + ": missing at the target; re-added at epoch " +
+             std::to_string(a->epoch > 0 ? a->epoch : *spec->epoch));
       }
     }
   }

@@ -231,6 +231,8 @@ class Backend {
   Result<db::VolumeRow> LoadVolume(const std::string& name);
   // access: ACL/CHAP for the iSCSI target when this call creates it
   // (*created_target tells whether it did).
+  // How to export LUN `r` again on a target that lost it (reconcile).
+  Result<LunSpec> RestoreSpec(const db::VolumeRow& v, const db::LunRow& r, const std::vector<db::LunRow>& luns_of_volume);
   // After an old target ignored raise_epoch and joined at `joined`: kConflict
   // when the gateway's epoch is higher (the export would be fenced).
   Status CheckJoinedAtCurrentEpoch(const db::VolumeRow& v, int64_t joined);

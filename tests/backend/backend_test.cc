@@ -672,8 +672,11 @@ TEST_F(BackendTest, ReconcileFinishesOrUndoesEveryTransitionalState) {
   LunSpec os;
   os.volume = "orphan";
   ASSERT_TRUE(peers_.TgtAddLun("127.0.0.2:8890", "iqn.2026-11.io.ferry:orphan", os).ok());
-  // lost mapping: the target forgot "keep"
+  // lost mapping: the target forgot "keep", and a switch meanwhile raised its
+  // epoch at the gateway beyond the map's (joining at the map's would be fenced)
   peers_.tgts["127.0.0.2:8890"].luns.erase("iqn.2026-11.io.ferry:keep");
+  const int64_t keep_was = Lun("keep", "127.0.0.2").epoch;
+  peers_.vols["keep"].epoch = keep_was + 5;
 
   ReconcileReport rep = be_->Reconcile();
   EXPECT_EQ(rep.skipped, 0);
@@ -686,12 +689,44 @@ TEST_F(BackendTest, ReconcileFinishesOrUndoesEveryTransitionalState) {
   EXPECT_TRUE(db_->LunsOfVolume("lb")->empty());
   EXPECT_TRUE(db_->LunsOfVolume("lr")->empty());
   EXPECT_EQ(peers_.FindLun("127.0.0.2:8890", "orphan"), nullptr);
-  EXPECT_NE(peers_.FindLun("127.0.0.2:8890", "keep"), nullptr);
+  auto* kept = peers_.FindLun("127.0.0.2:8890", "keep");
+  ASSERT_NE(kept, nullptr);
+  EXPECT_TRUE(kept->spec.raise_epoch);
+  EXPECT_EQ(kept->epoch, keep_was + 6);  // above the gateway's, and the map follows
+  EXPECT_EQ(Lun("keep", "127.0.0.2").epoch, keep_was + 6);
+  EXPECT_EQ((*db_->GetVolume("keep"))->epoch, keep_was + 6);
+  EXPECT_EQ(kept->spec.gateways.size(), 2u);  // every online gateway, not only the one it was on
   for (auto& v : Val(db_->ListVolumes())) EXPECT_EQ(v.state, "available") << v.name;
   for (auto& l : Val(db_->ListLuns())) EXPECT_EQ(l.state, "ready") << l.volume;
   // Converged: a second pass has nothing to do.
   ReconcileReport again = be_->Reconcile();
   EXPECT_EQ(again.fixed + again.orphans + again.skipped, 0) << (again.actions.empty() ? "" : again.actions[0]);
+}
+
+// A target that lost one side of a live migration gets it back joined to the
+// other side where it is now (its gateway and epoch), never at a new epoch
+// that would fence the side still serving the VM.
+TEST_F(BackendTest, ReconcileRejoinsALostMigrationPartnerAtItsCurrentEpoch) {
+  Cluster();
+  ASSERT_TRUE(be_->CreateVolume("mig", kGiB, "", "").ok());
+  ASSERT_TRUE(be_->AddLun("mig", "127.0.0.2", "").ok());
+  ASSERT_TRUE(be_->AddLun("mig", "127.0.0.3", "").ok());  // the destination joins
+  // The source switched gateways meanwhile (epoch raised), then the destination lost its state.
+  auto* src = peers_.FindLun("127.0.0.2:8890", "mig");
+  ASSERT_NE(src, nullptr);
+  src->epoch += 3;
+  src->current = "127.0.0.1:8586";
+  peers_.vols["mig"].epoch = src->epoch;
+  peers_.tgts["127.0.0.3:8890"].luns.clear();
+  ReconcileReport rep = be_->Reconcile();
+  EXPECT_EQ(rep.skipped, 0);
+  auto* dst = peers_.FindLun("127.0.0.3:8890", "mig");
+  ASSERT_NE(dst, nullptr);
+  EXPECT_FALSE(dst->spec.raise_epoch);
+  EXPECT_EQ(dst->epoch, src->epoch);
+  EXPECT_EQ(dst->current, "127.0.0.1:8586");
+  EXPECT_EQ(Lun("mig", "127.0.0.3").epoch, src->epoch);
+  EXPECT_EQ(peers_.vols["mig"].epoch, src->epoch);  // nobody was fenced
 }
 
 // Applying the event log to an empty database rebuilds the same map: events
