@@ -6,14 +6,12 @@
 #include <Poco/Net/HTTPResponse.h>
 #include <Poco/Net/HTTPSClientSession.h>
 #include <Poco/Net/NetException.h>
-#include <Poco/StreamCopier.h>
 #include <Poco/Exception.h>
 #include <Poco/URI.h>
 
 #include <map>
 #include <memory>
 #include <mutex>
-#include <sstream>
 #include <vector>
 
 namespace ferry {
@@ -107,9 +105,14 @@ Result<HttpReply> HttpClient::Do(const std::string& method, const std::string& u
         std::istream& is = session->receiveResponse(resp);
         HttpReply r;
         r.status = static_cast<int>(resp.getStatus());
-        std::ostringstream ss;
-        Poco::StreamCopier::copyStream(is, ss);
-        r.body = ss.str();
+        // Straight into the string, sized from Content-Length when there is
+        // one (a target's status for 1,000 LUNs is ~335 KB).
+        if (resp.hasContentLength()) {
+          const auto n = resp.getContentLength64();
+          if (n > 0 && n <= (64ll << 20)) r.body.reserve(static_cast<size_t>(n));
+        }
+        char chunk[64 * 1024];
+        while (is.read(chunk, sizeof chunk) || is.gcount() > 0) r.body.append(chunk, static_cast<size_t>(is.gcount()));
         if (pool_ && resp.getKeepAlive()) pool_->Give(key, std::move(session));
         return r;
       } catch (const Poco::TimeoutException&) {
