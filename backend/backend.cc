@@ -503,15 +503,41 @@ Status Backend::RaiseEpoch(const db::VolumeRow& v, int64_t at_least, int64_t* ou
   return Status::Ok();
 }
 
-Status Backend::CheckJoinedAtCurrentEpoch(const db::VolumeRow& v, int64_t joined) {
+Status Backend::UndoFencedJoin(const db::VolumeRow& v, const std::string& admin, const std::string& iqn,
+                               const LunSpec& spec, const LunInfo& added) {
+  if (!spec.raise_epoch || added.epoch_raised) return Status::Ok();
+  const int64_t joined = added.epoch > 0 ? added.epoch : spec.epoch.value_or(0);
   auto gw = GatewayFor(v);
-  if (!gw.ok()) return gw.status();
-  auto info = peers_->GwGetVolume(gw->admin, v.name);
-  if (!info.ok()) return info.status();
-  if (info->epoch > joined)
-    return Status::Conflict("volume " + v.name + " is at epoch " + std::to_string(info->epoch) +
-                            " at the gateway; the LUN joined at " + std::to_string(joined) + " and would be fenced");
+  Status s = gw.status();
+  if (s.ok()) {
+    auto info = peers_->GwGetVolume(gw->admin, v.name);
+    s = info.status();
+    if (s.ok() && info->epoch > joined)
+      s = Status::Conflict("volume " + v.name + " is at epoch " + std::to_string(info->epoch) +
+                           " at the gateway; the LUN joined at " + std::to_string(joined) + " and would be fenced");
+  }
+  if (s.ok()) return s;
+  (void)peers_->TgtDeleteLun(admin, iqn, added.lun > 0 ? added.lun : spec.lun);
+  return Status(s.code(), "the target does not support raise_epoch (upgrade targets before the backend): " +
+                              s.message());
+}
+
+Status Backend::ServedAt(const std::string& admin, const std::string& volume, std::string* gateway, int64_t* epoch) {
+  auto st = peers_->TgtStatus(admin);
+  if (!st.ok()) return st.status();
+  for (auto& row : *st)
+    if (row.volume == volume) {
+      if (!row.current.empty()) *gateway = row.current;
+      if (row.epoch > 0) *epoch = row.epoch;
+    }
   return Status::Ok();
+}
+
+std::vector<std::string> Backend::GatewayOrder(const std::string& first, const std::vector<db::GatewayRow>& online) {
+  std::vector<std::string> order = {first};
+  for (auto& g : online)
+    if (g.addr != first) order.push_back(g.addr);
+  return order;
 }
 
 Result<LunSpec> Backend::RestoreSpec(const db::VolumeRow& v, const db::LunRow& r,
@@ -520,11 +546,8 @@ Result<LunSpec> Backend::RestoreSpec(const db::VolumeRow& v, const db::LunRow& r
   spec.volume = v.name;
   spec.lun = r.lun;
   spec.preferred = r.gateway;
-  spec.gateways = {r.gateway};
   auto gws = OnlineGateways();
-  if (gws.ok())
-    for (auto& g : *gws)
-      if (g.addr != r.gateway) spec.gateways.push_back(g.addr);
+  spec.gateways = GatewayOrder(r.gateway, gws.ok() ? *gws : std::vector<db::GatewayRow>{});
   spec.switchable = r.switchable;
   // Another live LUN of the volume (a live migration): join it where it is,
   // as add_lun does. Otherwise a new epoch: switches may have raised the
@@ -535,13 +558,7 @@ Result<LunSpec> Backend::RestoreSpec(const db::VolumeRow& v, const db::LunRow& r
     if (!ot.ok() || !ot->has_value() || !(*ot)->online) continue;
     int64_t epoch = o.epoch;
     std::string current = o.gateway;
-    auto st = peers_->TgtStatus((*ot)->admin);
-    if (st.ok())
-      for (auto& row : *st)
-        if (row.volume == v.name) {
-          if (!row.current.empty()) current = row.current;
-          if (row.epoch > 0) epoch = row.epoch;
-        }
+    (void)ServedAt((*ot)->admin, v.name, &current, &epoch);  // else as the map says
     spec.current = current;
     spec.epoch = epoch;
     return spec;
@@ -625,16 +642,8 @@ Result<LunPlacement> Backend::AddLunLocked(const db::VolumeRow& v, const db::Tar
     partner = **pt;
     gw = first.gateway;
     epoch = first.epoch;
-    auto st = peers_->TgtStatus(partner->admin);
-    if (st.ok()) {
-      for (auto& row : *st)
-        if (row.volume == v.name) {
-          if (!row.current.empty()) gw = row.current;
-          if (row.epoch > 0) epoch = row.epoch;
-        }
-    } else {
-      logger_.Warn("status of " + first.target + " unavailable; using the map: " + st.status().ToString());
-    }
+    Status st = ServedAt(partner->admin, v.name, &gw, &epoch);
+    if (!st.ok()) logger_.Warn("status of " + first.target + " unavailable; using the map: " + st.ToString());
     spec.current = gw;
     spec.epoch = epoch;
     spec.switchable = false;
@@ -668,9 +677,7 @@ Result<LunPlacement> Backend::AddLunLocked(const db::VolumeRow& v, const db::Tar
     spec.switchable = true;
   }
   spec.preferred = gw;
-  spec.gateways.push_back(gw);
-  for (auto& g : *gws)
-    if (g.addr != gw) spec.gateways.push_back(g.addr);
+  spec.gateways = GatewayOrder(gw, *gws);
 
   Event intent{"lun.put", {}};
   intent.Set("volume", v.name).Set("target", t.ip).Set("iqn", iqn).Set("tid", tid).Set("lun", lun_id)
@@ -705,16 +712,12 @@ Result<LunPlacement> Backend::AddLunLocked(const db::VolumeRow& v, const db::Tar
     }
   }
   Crash("add_lun.after_target");
-  if (added.ok() && spec.raise_epoch && !added->epoch_raised) {
-    // A target older than raise_epoch joined at the floor instead: right if
-    // the store held less, a fenced export if it held more. Check; refuse the
-    // latter (undoing the LUN) rather than hand out a volume that cannot write.
-    Status s = CheckJoinedAtCurrentEpoch(v, added->epoch > 0 ? added->epoch : epoch);
+  if (added.ok()) {
+    // Refuse (undoing the LUN) rather than hand out a volume that cannot write.
+    Status s = UndoFencedJoin(v, t.admin, iqn, spec, *added);
     if (!s.ok()) {
-      (void)peers_->TgtDeleteLun(t.admin, iqn, added->lun > 0 ? added->lun : lun_id);
       if (added->target_created) created = true;
-      added = Status(s.code(), "target " + t.ip + " does not support raise_epoch (upgrade targets before the "
-                                  "backend): " + s.message());
+      added = Status(s.code(), "target " + t.ip + ": " + s.message());
     }
   }
   if (!added.ok()) {
@@ -1500,10 +1503,9 @@ ReconcileReport Backend::Reconcile() {
         auto spec = RestoreSpec(**vr, r, *now_rows);
         if (!spec.ok()) { ++rep.skipped; continue; }
         auto a = peers_->TgtAddLun(t.admin, r.iqn, *spec);
-        if (a.ok() && spec->raise_epoch && !a->epoch_raised &&
-            !CheckJoinedAtCurrentEpoch(**vr, a->epoch > 0 ? a->epoch : *spec->epoch).ok()) {
-          (void)peers_->TgtDeleteLun(t.admin, r.iqn, a->lun > 0 ? a->lun : r.lun);
-          a = Status::Conflict("target does not support raise_epoch");
+        if (a.ok()) {
+          Status s = UndoFencedJoin(**vr, t.admin, r.iqn, *spec, *a);
+          if (!s.ok()) a = s;
         }
         if (!a.ok()) { ++rep.skipped; continue; }
         // The map follows what the target serves now (a new epoch, all gateways).

@@ -229,13 +229,20 @@ class Backend {
   Result<std::string> PlaceGateway();
   std::string DefaultIqn(const std::string& volume) const;
   Result<db::VolumeRow> LoadVolume(const std::string& name);
-  // access: ACL/CHAP for the iSCSI target when this call creates it
-  // (*created_target tells whether it did).
   // How to export LUN `r` again on a target that lost it (reconcile).
   Result<LunSpec> RestoreSpec(const db::VolumeRow& v, const db::LunRow& r, const std::vector<db::LunRow>& luns_of_volume);
-  // After an old target ignored raise_epoch and joined at `joined`: kConflict
-  // when the gateway's epoch is higher (the export would be fenced).
-  Status CheckJoinedAtCurrentEpoch(const db::VolumeRow& v, int64_t joined);
+  // Where `volume` is served now on the target at `admin` (its status): sets
+  // *gateway / *epoch when the target reports them; an error leaves them.
+  Status ServedAt(const std::string& admin, const std::string& volume, std::string* gateway, int64_t* epoch);
+  // `first`, then every other gateway of `online`: the failover list of a LUN.
+  static std::vector<std::string> GatewayOrder(const std::string& first, const std::vector<db::GatewayRow>& online);
+  // After TgtAddLun(admin, iqn, spec) answered `added`: a target older than
+  // raise_epoch joined at the floor instead. If the gateway holds a newer
+  // epoch that LUN would be fenced: removes it and returns kConflict.
+  Status UndoFencedJoin(const db::VolumeRow& v, const std::string& admin, const std::string& iqn, const LunSpec& spec,
+                        const LunInfo& added);
+  // access: ACL/CHAP for the iSCSI target when this call creates it
+  // (*created_target tells whether it did).
   Result<LunPlacement> AddLunLocked(const db::VolumeRow& v, const db::TargetRow& t, const std::string& iqn,
                                     const TargetAccess& access, bool* created_target);
   Status DelLunLocked(const db::VolumeRow& v, const db::LunRow& row);
